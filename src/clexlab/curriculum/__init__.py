@@ -1,0 +1,13 @@
+"""Scale-sampling curricula: which scale t and which positions each step trains on."""
+
+from clexlab.curriculum.base import ContiguousPositions, ScaleCurriculum, ScaleSample, step_generator
+from clexlab.curriculum.uniform import UniformScaleCurriculum, sample_positions
+
+__all__ = [
+    "ContiguousPositions",
+    "ScaleCurriculum",
+    "ScaleSample",
+    "UniformScaleCurriculum",
+    "sample_positions",
+    "step_generator",
+]

@@ -1,0 +1,71 @@
+"""Tokenizers: byte-level for the tiny default, the model's own for checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from clexlab.utils.errors import UserError
+
+
+class Tokenizer(Protocol):
+    """What the data pipeline needs of a tokenizer."""
+
+    name: str
+    vocab_size: int
+    eos_token_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens 0..255, plus an end-of-document token 256.
+
+    No files, no download, works on any text: the tokenizer of the tiny default.
+    """
+
+    name = "bytes-v1"
+    vocab_size = 257
+    eos_token_id = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8", errors="replace"))
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
+
+
+class HFTokenizer:
+    """A transformers tokenizer loaded from a local directory (never from a hub)."""
+
+    def __init__(self, path: str | Path) -> None:
+        from transformers import AutoTokenizer
+
+        path = Path(path)
+        try:
+            self._tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        except Exception as err:  # transformers raises several types for a bad directory
+            raise UserError(f"cannot load a tokenizer from {path}: {err}") from err
+        self.name = f"hf:{path.resolve()}"
+        self.vocab_size = len(self._tok)
+        eos = self._tok.eos_token_id
+        self.eos_token_id = int(eos if eos is not None else 0)
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok(text, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode(ids)
+
+
+def load_tokenizer(kind: str, path: str | None = None) -> Tokenizer:
+    """``kind="bytes"`` for the byte tokenizer, ``"hf"`` for the one in the model directory ``path``."""
+    if kind == "bytes":
+        return ByteTokenizer()
+    if kind == "hf":
+        if not path:
+            raise UserError("tokenizer=hf needs a model directory: set model.path=/path/to/model")
+        return HFTokenizer(path)
+    raise UserError(f"unknown tokenizer {kind!r}: use 'bytes' or 'hf'")

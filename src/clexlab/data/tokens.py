@@ -1,0 +1,65 @@
+"""Tokenize a corpus split once into a flat token stream, cached on disk.
+
+Documents are joined with the tokenizer's end-of-document token. The cache key
+covers the corpus fingerprint and the tokenizer, so a changed file or
+tokenizer never serves stale tokens; a second run memory-maps the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from clexlab.data.corpus import Corpus
+from clexlab.data.tokenizer import Tokenizer
+from clexlab.utils.errors import UserError
+
+
+def _cache_path(cache_dir: Path, corpus: Corpus, tokenizer: Tokenizer, split: str) -> Path:
+    key = hashlib.sha1(f"{corpus.name}:{corpus.fingerprint()}:{tokenizer.name}:{split}".encode()).hexdigest()[:20]
+    return cache_dir / f"{corpus.name}-{split}-{key}.npy"
+
+
+def _dtype_for(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max else np.dtype(np.int32)
+
+
+def tokenize_split(corpus: Corpus, tokenizer: Tokenizer, split: str, cache_dir: str | Path) -> np.ndarray:
+    """The token stream of ``split`` (read-only memory map when cached).
+
+    Raises:
+        UserError: if the split holds no text.
+    """
+    cache_dir = Path(cache_dir)
+    path = _cache_path(cache_dir, corpus, tokenizer, split)
+    if path.exists():
+        try:
+            return np.load(path, mmap_mode="r")
+        except (ValueError, OSError):
+            path.unlink(missing_ok=True)  # a damaged cache is rebuilt, not trusted
+    dtype = _dtype_for(tokenizer.vocab_size)
+    pieces: list[np.ndarray] = []
+    eos = np.array([tokenizer.eos_token_id], dtype=dtype)
+    for text in corpus.documents(split):
+        if not text:
+            continue
+        pieces.append(np.asarray(tokenizer.encode(text), dtype=dtype))
+        pieces.append(eos)
+    if not pieces:
+        raise UserError(f"the {split} split of corpus {corpus.name!r} is empty: add files or change the split fractions")
+    tokens = np.concatenate(pieces)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Write then rename: a run killed mid-write never leaves a truncated cache behind.
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npy.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, tokens)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return tokens

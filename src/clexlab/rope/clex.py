@@ -1,0 +1,151 @@
+"""CLEX rotary embedding: a drop-in replacement for ``LlamaModel.rotary_emb``.
+
+transformers' Llama calls ``rotary_emb(hidden_states, position_ids)`` once per
+forward and hands ``(cos, sin)`` to every layer, so replacing that one module
+gives every layer CLEX frequencies. The scale t is chosen as follows:
+
+* training: the curriculum's draw, set with :meth:`CLEXRotaryEmbedding.use_scale`,
+  frequencies solved afresh from t = 1 with gradients through the solver;
+* otherwise: ``t = ceil(length / train_length)`` clipped to ``[1, max_scale]``,
+  where ``length`` is the largest position + 1, read from a table of
+  frequencies for every integer t that is solved once and reused until the ODE
+  weights change (detected through their in-place version counters, which
+  every optimizer step bumps).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from clexlab.rope.dynamics import CLEXDynamics
+from clexlab.rope.ntk import rope_log_inv_freq
+from clexlab.rope.solver import solve_log_inv_freq
+
+
+class CLEXRotaryEmbedding(nn.Module):
+    """RoPE whose frequencies follow the learned CLEX ODE in the scale t.
+
+    Args:
+        head_dim: attention head dimension.
+        base: RoPE base of the pretrained model.
+        train_length: the length L the model was trained at (t = 1).
+        max_scale: largest scale t_max the curriculum samples and eval uses.
+        param_factor: width multiplier of the dynamics network.
+        act: activation of the dynamics network (``tanh`` or ``silu``).
+        time_dt: step of the fixed-step solver.
+        method: torchdiffeq method (``rk4`` is the paper's).
+        attention_scaling: factor applied to cos/sin (1.0 for plain RoPE).
+    """
+
+    def __init__(
+        self,
+        head_dim: int,
+        base: float,
+        train_length: int,
+        max_scale: int,
+        param_factor: int = 1,
+        act: str = "tanh",
+        time_dt: float = 0.01,
+        method: str = "rk4",
+        attention_scaling: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if max_scale < 1:
+            raise ValueError(f"max_scale must be >= 1, got {max_scale}")
+        if time_dt <= 0:
+            raise ValueError(f"time_dt must be > 0, got {time_dt}")
+        self.head_dim = head_dim
+        self.train_length = int(train_length)
+        self.max_scale = int(max_scale)
+        self.time_dt = float(time_dt)
+        self.method = method
+        self.attention_scaling = attention_scaling
+        self.dynamics = CLEXDynamics(head_dim, base, param_factor, act)
+        # Not persistent: it is a function of (head_dim, base), which the model config carries.
+        self.register_buffer("log_inv_freq0", rope_log_inv_freq(head_dim, base), persistent=False)
+        self._scale_override: int | None = None
+        self._table: torch.Tensor | None = None
+        self._table_key: tuple | None = None
+
+    # ----------------------------------------------------------------- scale
+    def scale_for_length(self, length: int) -> int:
+        """Evaluation scale for a sequence of ``length`` tokens: ``ceil(length/L)`` in ``[1, t_max]``."""
+        return int(min(max(math.ceil(length / self.train_length), 1), self.max_scale))
+
+    @contextlib.contextmanager
+    def use_scale(self, t: int) -> Iterator[None]:
+        """Force the scale for the forwards inside the block (the curriculum's draw)."""
+        if not 1 <= t <= self.max_scale:
+            raise ValueError(f"scale t={t} outside [1, {self.max_scale}]")
+        previous, self._scale_override = self._scale_override, int(t)
+        try:
+            yield
+        finally:
+            self._scale_override = previous
+
+    # ----------------------------------------------------------- frequencies
+    def _weights_key(self) -> tuple:
+        params = (self.dynamics.up_proj, self.dynamics.down_proj)
+        return tuple((p._version, p.data_ptr(), p.device, p.dtype) for p in params)
+
+    def frequency_table(self) -> torch.Tensor:
+        """``log inv_freq`` for every integer t in ``1..t_max``, ``[t_max, d/2]``, no grad.
+
+        Solved in one pass over the grid and cached until the ODE weights change.
+        """
+        key = self._weights_key()
+        if self._table is None or self._table_key != key:
+            # inference_mode(False): a table built inside Lightning's inference-mode
+            # validation must stay usable by later ordinary no-grad forwards.
+            with torch.inference_mode(False), torch.no_grad():
+                times = torch.arange(1, self.max_scale + 1, dtype=torch.float32)
+                table = solve_log_inv_freq(
+                    self.dynamics, self.log_inv_freq0, times, self.time_dt, self.method
+                )
+            self._table, self._table_key = table.detach(), key
+        return self._table
+
+    def log_inv_freq(self, t: int) -> torch.Tensor:
+        """``log inv_freq`` at integer scale ``t``; differentiable when training."""
+        if t == 1:
+            return self.log_inv_freq0.float()
+        needs_grad = (
+            self.training
+            and torch.is_grad_enabled()
+            and any(p.requires_grad for p in self.dynamics.parameters())
+        )
+        if needs_grad:
+            times = torch.tensor([1.0, float(t)])
+            return solve_log_inv_freq(
+                self.dynamics, self.log_inv_freq0, times, self.time_dt, self.method
+            )[-1]
+        return self.frequency_table()[t - 1]
+
+    def current_scale(self, position_ids: torch.Tensor) -> int:
+        """The scale used for a forward at ``position_ids``."""
+        if self._scale_override is not None:
+            return self._scale_override
+        return self.scale_for_length(int(position_ids.max().item()) + 1)
+
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(cos, sin)`` of shape ``[batch, seq, head_dim]`` in ``x.dtype``."""
+        t = self.current_scale(position_ids)
+        inv_freq = self.log_inv_freq(t).exp().to(x.device)
+        device_type = x.device.type if x.device.type in ("cuda", "cpu") else "cpu"
+        with torch.autocast(device_type=device_type, enabled=False):
+            freqs = position_ids[..., None].float() * inv_freq
+            emb = torch.cat((freqs, freqs), dim=-1)
+            cos = emb.cos() * self.attention_scaling
+            sin = emb.sin() * self.attention_scaling
+        return cos.to(x.dtype), sin.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (
+            f"head_dim={self.head_dim}, train_length={self.train_length}, max_scale={self.max_scale}, "
+            f"time_dt={self.time_dt}, method={self.method}"
+        )

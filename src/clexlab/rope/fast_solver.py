@@ -1,0 +1,215 @@
+"""Fast solve of the CLEX ODE for training-step frequencies and the eval table.
+
+Same ODE as :func:`clexlab.rope.solver.solve_log_inv_freq`, solved differently:
+
+1. **Deviation from NTK.** With ``w(t) = z(t) - log theta_ntk(t)`` the field
+   ``dz/dt = NN(z + log theta_ntk(t)) + d/dt log theta_ntk(t)`` becomes
+   ``dw/dt = NN(w + 2 log theta_ntk(t))``. The NTK part, whose ``1/(2t - 1)``
+   rate has the largest derivatives near t = 1, is added back in closed form,
+   so the integrator only carries the network's (smooth) contribution. An
+   untrained network (``down_proj = 0``) gives ``w = 0``: the NTK schedule exactly.
+2. **Few steps of a high-order method.** The state is only ``d/2`` numbers, so
+   the reference's 1500 rk4 steps at t = 16 cost per-op dispatch, not FLOPs.
+   Butcher's 7-stage sixth-order explicit Runge-Kutta method at steps <= 1/3
+   stays within ~1e-5 of the converged solution even for large random weights
+   (``down_proj ~ N(0, 0.2)``, deviations of ~60 by t = 16), ten times below the
+   1e-4 budget and below the float32 round-off of the reference itself. Every
+   output time is a step boundary (no interpolation), so integer scales,
+   including the whole ``1..t_max`` table, come out of one pass.
+3. **Float64 state, hand-written discrete adjoint.** Internally everything is
+   float64 (cheap at this size; it removes round-off from the comparison). The
+   backward is the exact adjoint of the discrete scheme, swept through the
+   stored stages with hand-written vector-Jacobian products, instead of replaying
+   autograd's graph of ~10 nodes per stage; the weight gradients are then two
+   matmuls over all stages at once.
+
+Pure torch and device-agnostic (no numpy, no host syncs inside the loop).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from clexlab.rope.dynamics import CLEXDynamics
+
+#: Largest step of the sixth-order method (see the module docstring for why 1/3).
+MAX_STEP = 1.0 / 3.0
+
+# Butcher (1964) 7-stage, order-6 explicit Runge-Kutta tableau (rational
+# coefficients; its order is checked in tests/test_fast_solver.py).
+_A = (
+    (),
+    (1 / 3,),
+    (0.0, 2 / 3),
+    (1 / 12, 1 / 3, -1 / 12),
+    (-1 / 16, 9 / 8, -3 / 16, -3 / 8),
+    (0.0, 9 / 8, -3 / 8, -3 / 4, 1 / 2),
+    (9 / 44, -9 / 11, 63 / 44, 18 / 11, 0.0, -16 / 11),
+)
+_B = (11 / 120, 0.0, 27 / 40, 27 / 40, -4 / 15, -4 / 15, 11 / 120)
+_C = tuple(sum(row) for row in _A)
+_STAGES = len(_B)
+_COMPUTE = torch.float64
+
+
+def _twice_ntk(t: torch.Tensor, head_dim: int, base: float) -> torch.Tensor:
+    """``2 log theta_ntk(t)`` in float64 for times ``t`` of shape ``[n]`` -> ``[n, d/2]``.
+
+    Same formula as :func:`clexlab.rope.ntk.ntk_log_inv_freq` (``alpha = 2t - 1``),
+    but in float64: that one rounds to float32, which alone would be a ~1e-6 error.
+    """
+    index = torch.arange(0, head_dim, 2, dtype=_COMPUTE, device=t.device)
+    log_alpha = torch.log(torch.clamp(2.0 * t - 1.0, min=1.0))
+    ntk = -(index / head_dim) * math.log(base) - torch.outer(log_alpha, index / (head_dim - 2))
+    return 2.0 * ntk
+
+
+def _act_and_grad(act: str, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Activation and its derivative, batched over all stages."""
+    if act == "tanh":
+        hidden = torch.tanh(pre)
+        return hidden, 1.0 - hidden * hidden
+    sig = torch.sigmoid(pre)
+    return pre * sig, sig * (1.0 + pre * (1.0 - sig))
+
+
+class _CLEXSolve(torch.autograd.Function):
+    """Sixth-order RK on the deviation ODE with a hand-written discrete adjoint."""
+
+    @staticmethod
+    def forward(ctx, z0, up_proj, down_proj, times, head_dim, base, act, max_step):  # noqa: D102
+        dev, d2, s = z0.device, head_dim // 2, _STAGES
+        ctx.dtypes = (z0.dtype, up_proj.dtype, down_proj.dtype)
+        # The reference casts the weights to float32; float32 -> float64 is exact.
+        w_up = up_proj.detach().float().to(_COMPUTE)
+        w_down = down_proj.detach().float().to(_COMPUTE)
+        a = torch.zeros(s, s, dtype=_COMPUTE)
+        for i, row in enumerate(_A):
+            a[i, : len(row)] = torch.tensor(row, dtype=_COMPUTE)
+        a = a.to(dev)
+        b = torch.tensor(_B, dtype=_COMPUTE, device=dev)
+
+        # Plan on the host: equal sub-steps <= max_step inside each output interval.
+        plan, stage_t = [], []
+        for t0, t1 in zip(times[:-1], times[1:]):
+            n = max(1, math.ceil((t1 - t0) / max_step - 1e-9))
+            h = (t1 - t0) / n
+            plan.append((n, h))
+            stage_t += [t0 + (k + c) * h for k in range(n) for c in _C]
+        twice_ntk = _twice_ntk(torch.tensor(stage_t, dtype=_COMPUTE, device=dev), head_dim, base)
+        # The NTK half of the network input at every stage, through W_up in one matmul.
+        bias_rows = (twice_ntk @ w_up).unsqueeze(1).unbind(0)
+        ntk_out = 0.5 * _twice_ntk(torch.tensor(times, dtype=_COMPUTE, device=dev), head_dim, base)
+
+        act_fn = torch.tanh if act == "tanh" else F.silu
+        w = z0.detach().to(_COMPUTE).reshape(1, d2) - ntk_out[:1]
+        k_buf = torch.zeros(s, 1, d2, dtype=_COMPUTE, device=dev)
+        k_mat, k_rows = k_buf.view(s, d2), k_buf.unbind(0)
+        ys, pres, outs = [], [], [w]
+        for n, h in plan:
+            ha_rows = (a * h).unsqueeze(1).unbind(0)
+            hb = (b * h).unsqueeze(0)
+            for _ in range(n):
+                k_buf.zero_()  # zero weights never touch stale (possibly inf) rows
+                for i in range(s):
+                    y = w if i == 0 else torch.addmm(w, ha_rows[i], k_mat)
+                    pre = torch.addmm(bias_rows[len(ys)], y, w_up)
+                    torch.mm(act_fn(pre), w_down, out=k_rows[i])
+                    ys.append(y)
+                    pres.append(pre)
+                w = torch.addmm(w, hb, k_mat)
+            outs.append(w)
+        out = (torch.cat(outs) + ntk_out).float()
+        out[0] = z0.detach().float()  # exactly z0, as the reference returns it
+        ctx.saved = (w_up, w_down, a, b, plan, ys, pres, twice_ntk, act)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):  # noqa: D102
+        w_up, w_down, a, b, plan, ys, pres, twice_ntk, act = ctx.saved
+        s, d2 = _STAGES, w_up.shape[0]
+        x = torch.cat(ys) + twice_ntk  # network input at every stage, [S, d/2]
+        pre = torch.cat(pres)
+        hidden, dact = _act_and_grad(act, pre)
+        dact_rows = dact.unsqueeze(1).unbind(0)
+        w_up_t, w_down_t = w_up.t().contiguous(), w_down.t().contiguous()
+        g_rows_out = grad_out.to(_COMPUTE).unsqueeze(1).unbind(0)
+        gy_buf = torch.zeros(s, 1, d2, dtype=_COMPUTE, device=w_up.device)
+        gy_mat, gy_rows = gy_buf.view(s, d2), gy_buf.unbind(0)
+        ones = torch.ones(1, s, dtype=_COMPUTE, device=w_up.device)
+        gks, gpres = [None] * len(ys), [None] * len(ys)
+        lam, j = g_rows_out[-1], len(ys)  # lam = dL/dw at the current step boundary
+        for interval in range(len(plan) - 1, -1, -1):
+            n, h = plan[interval]
+            hat_rows = (a.t() * h).unsqueeze(1).unbind(0)  # row i = column i of h*A
+            hb = [h * coef for coef in _B]
+            for _ in range(n):
+                gy_buf.zero_()
+                for i in range(s - 1, -1, -1):
+                    j -= 1
+                    # dL/dk_i = h b_i lam + h sum_{m>i} a_mi dL/dY_m
+                    gk = torch.addmm(lam, hat_rows[i], gy_mat, beta=hb[i])
+                    gp = torch.mm(gk, w_down_t).mul_(dact_rows[j])
+                    torch.mm(gp, w_up_t, out=gy_rows[i])  # dL/dY_i
+                    gks[j], gpres[j] = gk, gp
+                lam = torch.addmm(lam, ones, gy_mat)  # dL/dw_n = lam + sum_i dL/dY_i
+            lam = lam + g_rows_out[interval]
+        need, dtypes = ctx.needs_input_grad, ctx.dtypes
+        g_z0 = lam.reshape(-1).to(dtypes[0]) if need[0] else None
+        g_up = (x.t() @ torch.cat(gpres)).to(dtypes[1]) if need[1] else None
+        g_down = (hidden.t() @ torch.cat(gks)).to(dtypes[2]) if need[2] else None
+        return g_z0, g_up, g_down, None, None, None, None, None
+
+
+def solve_log_inv_freq_fast(
+    dynamics: CLEXDynamics,
+    z0: torch.Tensor,
+    times: Sequence[float] | torch.Tensor,
+    *,
+    max_step: float = MAX_STEP,
+) -> torch.Tensor:
+    """Log-frequencies ``z(t)`` at each of ``times``; a fast drop-in for ``solve_log_inv_freq``.
+
+    Solves the same ODE as the reference (torchdiffeq rk4, ``time_dt = 0.01``)
+    to well within 1e-4 of it, ~100x faster for forward plus backward.
+
+    Args:
+        dynamics: the vector field; only its weights, ``head_dim``, ``base`` and
+            activation are used (the network is evaluated by hand, not called).
+        z0: ``log inv_freq`` at ``times[0]``, shape ``[d/2]``.
+        times: strictly increasing times, the first being 1.0 (any first time
+            >= 1 works). Need not be integers: each is hit exactly by the grid.
+        max_step: largest RK step; the default keeps the error ~1e-5 or below.
+
+    Returns:
+        Tensor ``[len(times), d/2]`` in float32 on ``z0.device``; row 0 equals
+        ``z0``. Differentiable w.r.t. ``dynamics.up_proj``, ``dynamics.down_proj``
+        and ``z0`` (not w.r.t. ``times``); no double backward.
+    """
+    grid = [float(t) for t in torch.as_tensor(times, dtype=torch.float64).reshape(-1).tolist()]
+    if not grid or grid[0] < 1.0 or any(t1 <= t0 for t0, t1 in zip(grid[:-1], grid[1:])):
+        raise ValueError(f"times must be strictly increasing and start at >= 1.0, got {grid}")
+    if dynamics.act_name not in ("tanh", "silu"):
+        raise ValueError(f"unsupported activation {dynamics.act_name!r}")
+    if max_step <= 0:
+        raise ValueError(f"max_step must be > 0, got {max_step}")
+    if len(grid) == 1:
+        return z0.float().unsqueeze(0)
+    device_type = z0.device.type if z0.device.type in ("cuda", "cpu") else "cpu"
+    with torch.autocast(device_type=device_type, enabled=False):
+        return _CLEXSolve.apply(
+            z0, dynamics.up_proj, dynamics.down_proj, grid,
+            dynamics.head_dim, dynamics.base, dynamics.act_name, float(max_step),
+        )
+
+
+def frequency_table_fast(dynamics: CLEXDynamics, z0: torch.Tensor, t_max: int) -> torch.Tensor:
+    """``log inv_freq`` for every integer t in ``1..t_max`` from one integration, ``[t_max, d/2]``."""
+    if t_max < 1:
+        raise ValueError(f"t_max must be >= 1, got {t_max}")
+    return solve_log_inv_freq_fast(dynamics, z0, torch.arange(1, t_max + 1, dtype=torch.float64))

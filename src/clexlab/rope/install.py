@@ -1,0 +1,61 @@
+"""Put a RoPE variant into a transformers causal LM."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from clexlab.rope.clex import CLEXRotaryEmbedding
+
+
+def rope_base(config) -> float:
+    """RoPE base of a transformers config, old (``rope_theta``) or new (``rope_parameters``) style."""
+    params = getattr(config, "rope_parameters", None) or {}
+    base = params.get("rope_theta", getattr(config, "rope_theta", None))
+    if base is None:
+        raise ValueError("the model config has no rope_theta: is this a RoPE model?")
+    return float(base)
+
+
+def head_dim_of(config) -> int:
+    """Attention head dimension of a transformers config."""
+    return int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+
+
+def find_rotary(model: nn.Module) -> nn.Module:
+    """The backbone's shared rotary module (``model.model.rotary_emb`` for Llama)."""
+    backbone = getattr(model, "model", model)
+    if not hasattr(backbone, "rotary_emb"):
+        raise ValueError(f"{type(model).__name__} has no shared rotary_emb module; CLEX needs a RoPE model")
+    return backbone.rotary_emb
+
+
+def install_clex(
+    model: nn.Module,
+    train_length: int,
+    max_scale: int,
+    param_factor: int = 1,
+    act: str = "tanh",
+    time_dt: float = 0.01,
+    method: str = "rk4",
+) -> CLEXRotaryEmbedding:
+    """Replace the model's rotary embedding with a CLEX one and return it.
+
+    The new module is created on the device of the old ``inv_freq`` buffer, in
+    float32 (the ODE weights are tiny and precision-sensitive).
+    """
+    old = find_rotary(model)
+    device = old.inv_freq.device if hasattr(old, "inv_freq") else None
+    rope = CLEXRotaryEmbedding(
+        head_dim=head_dim_of(model.config),
+        base=rope_base(model.config),
+        train_length=train_length,
+        max_scale=max_scale,
+        param_factor=param_factor,
+        act=act,
+        time_dt=time_dt,
+        method=method,
+    )
+    if device is not None and device.type != "meta":
+        rope = rope.to(device)
+    getattr(model, "model", model).rotary_emb = rope
+    return rope

@@ -1,0 +1,25 @@
+"""OmegaConf resolvers used by conf/ (registered on import)."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import OmegaConf
+
+from clexlab.utils.wandb_mode import wandb_offline
+
+
+def auto_precision() -> str:
+    """``bf16-mixed`` where a CUDA GPU supports bf16, otherwise full float32."""
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def register_resolvers() -> None:
+    """Register ``${auto_precision:}`` and ``${wandb_offline:}`` once."""
+    for name, fn in (("auto_precision", auto_precision), ("wandb_offline", wandb_offline)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+register_resolvers()

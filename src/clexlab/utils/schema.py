@@ -1,0 +1,116 @@
+"""Typed schemas for the config nodes users edit most, and their validation.
+
+Hydra composes plain YAML; :func:`validate_config` then merges each node onto
+its dataclass schema (catching wrong types) and builds the object (whose
+``__post_init__`` checks values), so every mistake becomes one line naming
+the key and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from clexlab.rope.dynamics import ACTIVATIONS
+from clexlab.rope.solver import SOLVERS
+from clexlab.utils.errors import UserError
+
+
+@dataclass
+class ClexConfig:
+    """The top-level ``clex`` node: the CLEX ODE and its curriculum."""
+
+    max_scale: int = 8
+    param_factor: int = 1
+    act: str = "tanh"
+    time_dt: float = 0.1
+    lr: float = 1e-5
+    log_scale: bool = False
+    method: str = "rk4"
+
+    def __post_init__(self) -> None:
+        if self.max_scale < 1:
+            raise UserError(f"clex.max_scale must be an integer >= 1, got {self.max_scale}")
+        if self.param_factor < 1:
+            raise UserError(f"clex.param_factor must be an integer >= 1, got {self.param_factor}")
+        if self.act not in ACTIVATIONS:
+            raise UserError(f"clex.act must be one of {sorted(ACTIVATIONS)}, got {self.act!r}")
+        if not self.time_dt > 0:
+            raise UserError(f"clex.time_dt must be > 0, got {self.time_dt}")
+        if not self.lr >= 0:
+            raise UserError(f"clex.lr must be >= 0, got {self.lr}")
+        if self.method not in SOLVERS:
+            raise UserError(f"clex.method must be one of {list(SOLVERS)}, got {self.method!r}")
+        if self.log_scale:
+            raise UserError("clex.log_scale=true is not supported yet: set clex.log_scale=false")
+
+
+@dataclass
+class OptimConfig:
+    """The ``optim`` node: AdamW with warmup and cosine decay."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise UserError(f"optim.lr must be > 0, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise UserError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise UserError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
+
+@dataclass
+class EvalConfig:
+    """The ``eval`` node: lengths and budget of the long-context evaluation."""
+
+    multiples: list[float] = field(default_factory=lambda: [1, 2, 4, 8])
+    lengths: list[int] | None = None
+    max_tokens: int = 16384
+    batch_size: int = 4
+    split: str = "test"
+
+    def __post_init__(self) -> None:
+        for n in self.lengths or []:
+            if n <= 0:
+                raise UserError(f"eval.lengths must be positive integers, got {list(self.lengths)}")
+        for m in self.multiples:
+            if m <= 0:
+                raise UserError(f"eval.multiples must be positive, got {list(self.multiples)}")
+        if self.max_tokens <= 0:
+            raise UserError(f"eval.max_tokens must be > 0, got {self.max_tokens}")
+        if self.batch_size <= 0:
+            raise UserError(f"eval.batch_size must be > 0, got {self.batch_size}")
+        if self.split not in ("train", "val", "test"):
+            raise UserError(f"eval.split must be train, val or test, got {self.split!r}")
+
+
+SCHEMAS: dict[str, type] = {"clex": ClexConfig, "optim": OptimConfig, "eval": EvalConfig}
+
+
+def _one_line(err: OmegaConfBaseException, key: str) -> str:
+    message = str(err).strip().splitlines()[0]
+    return f"{key}: {message}"
+
+
+def validate_node(name: str, node: Any) -> Any:
+    """Check one config node against its schema; return the typed dataclass."""
+    schema = SCHEMAS[name]
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        full_key = getattr(err, "full_key", None)
+        raise UserError(_one_line(err, f"{name}.{full_key}" if full_key else name)) from err
+
+
+def validate_config(cfg: DictConfig) -> dict[str, Any]:
+    """Validate every schema'd node present in ``cfg``; return ``{name: dataclass}``."""
+    return {name: validate_node(name, cfg[name]) for name in SCHEMAS if name in cfg}

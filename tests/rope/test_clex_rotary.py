@@ -1,0 +1,111 @@
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+from transformers import LlamaConfig
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+from clexlab.rope import CLEXRotaryEmbedding
+
+
+def make(head_dim=32, base=10000.0, L=64, t_max=8, **kw):
+    torch.manual_seed(0)
+    return CLEXRotaryEmbedding(head_dim=head_dim, base=base, train_length=L, max_scale=t_max, time_dt=0.05, **kw)
+
+
+def llama_config(head_dim, base, L, rope_parameters=None):
+    return LlamaConfig(
+        hidden_size=head_dim * 2,
+        num_attention_heads=2,
+        max_position_embeddings=L,
+        rope_parameters=rope_parameters or {"rope_type": "default", "rope_theta": base},
+    )
+
+
+@pytest.mark.parametrize("head_dim,base", [(32, 10000.0), (64, 500000.0)])
+def test_scale_one_equals_transformers_llama_rope(head_dim, base):
+    rope = make(head_dim, base)
+    ref = LlamaRotaryEmbedding(llama_config(head_dim, base, 64))
+    x = torch.randn(2, 64, head_dim)
+    pos = torch.arange(64).unsqueeze(0).expand(2, -1)
+    for got, want in zip(rope(x, pos), ref(x, pos)):
+        assert_close(got, want)
+
+
+@pytest.mark.parametrize("t", [2, 3, 5, 8])
+def test_untrained_clex_is_ntk_with_alpha_2t_minus_1(t):
+    """transformers' dynamic NTK with factor 2 at length t*L uses alpha = 2t-1: an independent reference."""
+    head_dim, base, L = 32, 10000.0, 64
+    rope = make(head_dim, base, L).eval()
+    config = llama_config(head_dim, base, L, {"rope_type": "dynamic", "factor": 2.0, "rope_theta": base})
+    want, _ = ROPE_INIT_FUNCTIONS["dynamic"](config, "cpu", seq_len=t * L)
+    assert_close(rope.log_inv_freq(t).exp(), want.float(), rtol=2e-5, atol=1e-7)
+    # and the module uses it for a t*L-long input
+    pos = torch.arange(t * L).unsqueeze(0)
+    cos, _ = rope(torch.zeros(1, t * L, head_dim), pos)
+    assert_close(cos[0, :, : head_dim // 2], torch.cos(pos[0, :, None].float() * want.float()), rtol=1e-4, atol=1e-4)
+
+
+def test_eval_scale_is_ceil_length_over_L_clipped():
+    rope = make(L=64, t_max=4)
+    assert [rope.scale_for_length(n) for n in (1, 64, 65, 128, 129, 256, 257, 10_000)] == [1, 1, 2, 2, 3, 4, 4, 4]
+
+
+def test_gradients_reach_both_ode_weights_for_t_above_one():
+    rope = make().train()
+    with torch.no_grad():
+        rope.dynamics.down_proj.normal_(0, 0.1)
+    pos = torch.arange(0, 64 * 4, 4).unsqueeze(0)
+    with rope.use_scale(4):
+        cos, sin = rope(torch.zeros(1, 64, 32), pos)
+    (cos * torch.randn_like(cos)).sum().add((sin * torch.randn_like(sin)).sum()).backward()
+    for p in (rope.dynamics.up_proj, rope.dynamics.down_proj):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_zero_init_down_proj_still_gets_gradient():
+    # W_down = 0 at init: its gradient is what lets training move away from NTK.
+    rope = make().train()
+    with rope.use_scale(3):
+        cos, _ = rope(torch.zeros(1, 8, 32), torch.arange(0, 190, 24).unsqueeze(0))
+    cos.sum().backward()
+    assert rope.dynamics.down_proj.grad.abs().sum() > 0
+
+
+def test_t_one_needs_no_solve_and_no_ode_in_graph():
+    rope = make().train()
+    cos, _ = rope(torch.zeros(1, 8, 32), torch.arange(8).unsqueeze(0))
+    assert not cos.requires_grad
+
+
+def test_table_cached_until_weights_change():
+    rope = make().eval()
+    first = rope.frequency_table()
+    assert rope.frequency_table() is first  # reused
+    opt = torch.optim.SGD(rope.parameters(), lr=0.1)
+    rope.dynamics.down_proj.grad = torch.ones_like(rope.dynamics.down_proj)
+    opt.step()  # in-place update bumps the version counter
+    second = rope.frequency_table()
+    assert second is not first
+    assert not torch.allclose(first[3], second[3])
+    assert_close(first[0], second[0])  # t = 1 never moves
+
+
+def test_use_scale_rejects_out_of_range():
+    rope = make(t_max=4)
+    with pytest.raises(ValueError):
+        with rope.use_scale(5):
+            pass
+
+
+def test_training_and_table_agree_at_integer_t():
+    rope = make()
+    with torch.no_grad():
+        rope.dynamics.down_proj.normal_(0, 0.1)
+    rope.train()
+    trained = torch.stack([rope.log_inv_freq(t) for t in range(1, 9)]).detach()
+    rope.eval()
+    assert_close(rope.frequency_table(), trained, atol=1e-5, rtol=1e-5)
+    assert math.isclose(float(trained[0, 0]), 0.0, abs_tol=1e-7)  # inv_freq[0] = 1

@@ -1,0 +1,23 @@
+"""Train a RoPE language model with CLEX (or a baseline) and report long-context perplexity.
+
+    python train.py                                   # tiny LLaMA + CLEX on the stdlib corpus, CPU
+    python train.py model=llama7b model.path=/models/Llama-2-7b-hf clex.max_scale=16
+    python train.py rope=none                         # plain RoPE baseline
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+import clexlab.utils.resolvers  # noqa: F401  (registers ${auto_precision:} and ${wandb_offline:})
+from clexlab.utils.errors import report_user_errors
+from clexlab.workflows.train import train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()
