@@ -57,6 +57,7 @@ def compose_train(tmp_path):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
 
     import clexlab.utils.resolvers  # noqa: F401
 
@@ -74,6 +75,8 @@ def compose_train(tmp_path):
                 return_hydra_config=True,
             )
         HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):  # the task function never sees the hydra node
+            del cfg["hydra"]
         return cfg
 
     yield _compose
