@@ -30,6 +30,22 @@ TINY_MODEL = {
 TINY_CLEX = {"max_scale": 4, "param_factor": 1, "act": "tanh", "time_dt": 0.1, "lr": 1e-4, "log_scale": False, "method": "rk4"}
 TINY_OPTIM = {"lr": 1e-3, "weight_decay": 0.0, "betas": [0.9, 0.95], "warmup_steps": 1, "min_lr_ratio": 0.1}
 
+# Overrides that make train.py take seconds: a 32-token, 32-wide model, 3 steps.
+FAST = [
+    "trainer.max_steps=3",
+    "trainer.val_check_interval=3",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "data.batch_size=4",
+    "data.val_max_windows=4",
+    "callbacks.long_context_eval.max_tokens=512",
+    "eval.max_tokens=512",
+    "model.train_length=32",
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "clex.max_scale=4",
+]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):

@@ -109,3 +109,28 @@ def test_training_and_table_agree_at_integer_t():
     rope.eval()
     assert_close(rope.frequency_table(), trained, atol=1e-5, rtol=1e-5)
     assert math.isclose(float(trained[0, 0]), 0.0, abs_tol=1e-7)  # inv_freq[0] = 1
+
+
+def test_log_scale_multiplies_queries_by_log_n_over_log_L():
+    from transformers import LlamaForCausalLM
+
+    from clexlab.rope.log_scale import enable_log_scale
+
+    config = LlamaConfig(
+        vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=16, attn_implementation="sdpa",
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    ids = torch.randint(0, 50, (1, 48))
+    plain_L, plain_3L = model(ids[:, :16]).logits, model(ids).logits
+    enable_log_scale(model, train_length=16)
+    with torch.no_grad():
+        assert_close(model(ids[:, :16]).logits, plain_L)  # factor 1 at the training length
+        scaled = model(ids).logits
+        assert not torch.allclose(scaled, plain_3L)
+        # the same as raising every layer's softmax scale by log(48)/log(16)
+        model.set_attn_implementation("sdpa")
+        for layer in model.model.layers:
+            layer.self_attn.scaling *= math.log(48) / math.log(16)
+        assert_close(model(ids).logits, scaled, rtol=1e-5, atol=1e-5)

@@ -5,22 +5,8 @@ import json
 import pytest
 import torch
 
-from tests.conftest import run_cli
+from tests.conftest import FAST, run_cli
 
-FAST = [
-    "trainer.max_steps=3",
-    "trainer.val_check_interval=3",
-    "trainer.enable_progress_bar=false",
-    "trainer.log_every_n_steps=1",
-    "data.batch_size=4",
-    "data.val_max_windows=4",
-    "callbacks.long_context_eval.max_tokens=512",
-    "eval.max_tokens=512",
-    "model.train_length=32",
-    "model.hidden_size=32",
-    "model.intermediate_size=64",
-    "clex.max_scale=4",
-]
 
 
 def test_train_through_compose_writes_results_and_checkpoints(compose_train, tmp_path):

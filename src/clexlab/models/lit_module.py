@@ -13,6 +13,7 @@ from clexlab.curriculum import ContiguousPositions, ScaleCurriculum, UniformScal
 from clexlab.models.builder import build_model
 from clexlab.models.loss import causal_lm_nll
 from clexlab.rope import CLEXRotaryEmbedding, find_rotary, install_clex
+from clexlab.rope.log_scale import enable_log_scale
 
 ROPES = ("clex", "none")
 
@@ -29,6 +30,8 @@ def configure_rope(model: torch.nn.Module, rope: str, train_length: int, clex: d
             time_dt=clex["time_dt"],
             method=clex.get("method", "rk4"),
         )
+        if clex.get("log_scale"):
+            enable_log_scale(model, train_length)
     elif rope != "none":
         raise ValueError(f"unknown rope {rope!r}; choose one of {ROPES}")
 

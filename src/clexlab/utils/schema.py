@@ -44,8 +44,6 @@ class ClexConfig:
             raise UserError(f"clex.lr must be >= 0, got {self.lr}")
         if self.method not in SOLVERS:
             raise UserError(f"clex.method must be one of {list(SOLVERS)}, got {self.method!r}")
-        if self.log_scale:
-            raise UserError("clex.log_scale=true is not supported yet: set clex.log_scale=false")
 
 
 @dataclass
