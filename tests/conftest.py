@@ -27,7 +27,7 @@ TINY_MODEL = {
     "gradient_checkpointing": False,
     "attn_implementation": "sdpa",
 }
-TINY_CLEX = {"max_scale": 4, "param_factor": 1, "act": "tanh", "time_dt": 0.1, "lr": 1e-4, "log_scale": False, "method": "rk4"}
+TINY_CLEX = {"max_scale": 4, "param_factor": 1, "act": "tanh", "time_dt": 0.1, "lr": 1e-4, "log_scale": False, "solver": "fast"}
 TINY_OPTIM = {"lr": 1e-3, "weight_decay": 0.0, "betas": [0.9, 0.95], "warmup_steps": 1, "min_lr_ratio": 0.1}
 
 # Overrides that make train.py take seconds: a 32-token, 32-wide model, 3 steps.

@@ -28,7 +28,7 @@ def configure_rope(model: torch.nn.Module, rope: str, train_length: int, clex: d
             param_factor=clex["param_factor"],
             act=clex["act"],
             time_dt=clex["time_dt"],
-            method=clex.get("method", "rk4"),
+            solver=clex.get("solver", "fast"),
         )
         if clex.get("log_scale"):
             enable_log_scale(model, train_length)

@@ -24,7 +24,8 @@ from torch import nn
 
 from clexlab.rope.dynamics import CLEXDynamics
 from clexlab.rope.ntk import rope_log_inv_freq
-from clexlab.rope.solver import solve_log_inv_freq
+from clexlab.rope.fast_solver import solve_log_inv_freq_fast
+from clexlab.rope.solver import SOLVERS, solve_log_inv_freq
 
 
 class CLEXRotaryEmbedding(nn.Module):
@@ -37,8 +38,10 @@ class CLEXRotaryEmbedding(nn.Module):
         max_scale: largest scale t_max the curriculum samples and eval uses.
         param_factor: width multiplier of the dynamics network.
         act: activation of the dynamics network (``tanh`` or ``silu``).
-        time_dt: step of the fixed-step solver.
-        method: torchdiffeq method (``rk4`` is the paper's).
+        time_dt: step of the fixed-step torchdiffeq solvers.
+        solver: ``"fast"`` (sixth-order RK with a hand-written adjoint, see
+            :mod:`clexlab.rope.fast_solver`) or a torchdiffeq method (``"rk4"``
+            at ``time_dt`` 0.01 is the paper's reference).
         attention_scaling: factor applied to cos/sin (1.0 for plain RoPE).
     """
 
@@ -51,7 +54,7 @@ class CLEXRotaryEmbedding(nn.Module):
         param_factor: int = 1,
         act: str = "tanh",
         time_dt: float = 0.01,
-        method: str = "rk4",
+        solver: str = "fast",
         attention_scaling: float = 1.0,
     ) -> None:
         super().__init__()
@@ -63,7 +66,9 @@ class CLEXRotaryEmbedding(nn.Module):
         self.train_length = int(train_length)
         self.max_scale = int(max_scale)
         self.time_dt = float(time_dt)
-        self.method = method
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        self.solver = solver
         self.attention_scaling = attention_scaling
         self.dynamics = CLEXDynamics(head_dim, base, param_factor, act)
         # Not persistent: it is a function of (head_dim, base), which the model config carries.
@@ -93,6 +98,11 @@ class CLEXRotaryEmbedding(nn.Module):
         params = (self.dynamics.up_proj, self.dynamics.down_proj)
         return tuple((p._version, p.data_ptr(), p.device, p.dtype) for p in params)
 
+    def _solve(self, times: torch.Tensor) -> torch.Tensor:
+        if self.solver == "fast":
+            return solve_log_inv_freq_fast(self.dynamics, self.log_inv_freq0, times)
+        return solve_log_inv_freq(self.dynamics, self.log_inv_freq0, times, self.time_dt, self.solver)
+
     def frequency_table(self) -> torch.Tensor:
         """``log inv_freq`` for every integer t in ``1..t_max``, ``[t_max, d/2]``, no grad.
 
@@ -104,9 +114,7 @@ class CLEXRotaryEmbedding(nn.Module):
             # validation must stay usable by later ordinary no-grad forwards.
             with torch.inference_mode(False), torch.no_grad():
                 times = torch.arange(1, self.max_scale + 1, dtype=torch.float32)
-                table = solve_log_inv_freq(
-                    self.dynamics, self.log_inv_freq0, times, self.time_dt, self.method
-                )
+                table = self._solve(times)
             self._table, self._table_key = table.detach(), key
         return self._table
 
@@ -120,10 +128,7 @@ class CLEXRotaryEmbedding(nn.Module):
             and any(p.requires_grad for p in self.dynamics.parameters())
         )
         if needs_grad:
-            times = torch.tensor([1.0, float(t)])
-            return solve_log_inv_freq(
-                self.dynamics, self.log_inv_freq0, times, self.time_dt, self.method
-            )[-1]
+            return self._solve(torch.tensor([1.0, float(t)]))[-1]
         return self.frequency_table()[t - 1]
 
     def current_scale(self, position_ids: torch.Tensor) -> int:
@@ -147,5 +152,5 @@ class CLEXRotaryEmbedding(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"head_dim={self.head_dim}, train_length={self.train_length}, max_scale={self.max_scale}, "
-            f"time_dt={self.time_dt}, method={self.method}"
+            f"time_dt={self.time_dt}, solver={self.solver}"
         )

@@ -36,7 +36,7 @@ def install_clex(
     param_factor: int = 1,
     act: str = "tanh",
     time_dt: float = 0.01,
-    method: str = "rk4",
+    solver: str = "fast",
 ) -> CLEXRotaryEmbedding:
     """Replace the model's rotary embedding with a CLEX one and return it.
 
@@ -53,7 +53,7 @@ def install_clex(
         param_factor=param_factor,
         act=act,
         time_dt=time_dt,
-        method=method,
+        solver=solver,
     )
     if device is not None and device.type != "meta":
         rope = rope.to(device)

@@ -13,7 +13,10 @@ from torchdiffeq import odeint
 
 from clexlab.rope.dynamics import CLEXDynamics
 
-SOLVERS = ("rk4", "euler", "midpoint", "dopri5")
+#: torchdiffeq methods; ``rk4`` at ``time_dt`` 0.01 is the paper's reference.
+TORCHDIFFEQ_METHODS = ("rk4", "euler", "midpoint", "dopri5")
+#: What ``clex.solver`` accepts: the fast path (clexlab.rope.fast_solver) or a torchdiffeq method.
+SOLVERS = ("fast", *TORCHDIFFEQ_METHODS)
 
 
 def solve_log_inv_freq(
@@ -35,8 +38,8 @@ def solve_log_inv_freq(
     Returns:
         Tensor ``[len(times), d/2]`` in float32; row 0 equals ``z0``.
     """
-    if method not in SOLVERS:
-        raise ValueError(f"unknown ODE method {method!r}; choose one of {SOLVERS}")
+    if method not in TORCHDIFFEQ_METHODS:
+        raise ValueError(f"unknown ODE method {method!r}; choose one of {TORCHDIFFEQ_METHODS}")
     grid = torch.as_tensor(times, dtype=torch.float32, device=z0.device)
     if grid.numel() == 1:
         return z0.float().unsqueeze(0)

@@ -26,10 +26,10 @@ class ClexConfig:
     max_scale: int = 8
     param_factor: int = 1
     act: str = "tanh"
-    time_dt: float = 0.1
+    time_dt: float = 0.01
     lr: float = 1e-5
     log_scale: bool = False
-    method: str = "rk4"
+    solver: str = "fast"
 
     def __post_init__(self) -> None:
         if self.max_scale < 1:
@@ -42,8 +42,8 @@ class ClexConfig:
             raise UserError(f"clex.time_dt must be > 0, got {self.time_dt}")
         if not self.lr >= 0:
             raise UserError(f"clex.lr must be >= 0, got {self.lr}")
-        if self.method not in SOLVERS:
-            raise UserError(f"clex.method must be one of {list(SOLVERS)}, got {self.method!r}")
+        if self.solver not in SOLVERS:
+            raise UserError(f"clex.solver must be one of {list(SOLVERS)}, got {self.solver!r}")
 
 
 @dataclass
