@@ -8,13 +8,16 @@ import hydra
 from omegaconf import DictConfig
 
 import clexlab.utils.resolvers  # noqa: F401
+from clexlab.utils.checks import preflight_eval
 from clexlab.utils.errors import report_user_errors
-from clexlab.workflows.evaluate import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
+    preflight_eval(cfg)  # bad input fails here, before Lightning and transformers load
+    from clexlab.workflows.evaluate import evaluate
+
     evaluate(cfg)
 
 

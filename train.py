@@ -9,13 +9,16 @@ import hydra
 from omegaconf import DictConfig
 
 import clexlab.utils.resolvers  # noqa: F401  (registers ${auto_precision:} and ${wandb_offline:})
+from clexlab.utils.checks import preflight_train
 from clexlab.utils.errors import report_user_errors
-from clexlab.workflows.train import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
+    preflight_train(cfg)  # bad input fails here, before Lightning and transformers load
+    from clexlab.workflows.train import train
+
     train(cfg)
 
 

@@ -76,7 +76,7 @@ def test_train_from_local_hf_directory_uses_its_weights_and_tokenizer(compose_tr
 
 @pytest.mark.parametrize("content,fragment", [(None, "has no config.json"), ('{"model_type": "bert"}', "without RoPE")])
 def test_bad_model_directories_are_user_errors(tmp_path, content, fragment):
-    from clexlab.models.builder import check_model_dir
+    from clexlab.utils.checks import check_model_dir
     from clexlab.utils.errors import UserError
 
     if content is not None:

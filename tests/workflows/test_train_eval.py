@@ -27,6 +27,26 @@ def test_train_through_compose_writes_results_and_checkpoints(compose_train, tmp
     for key in ("train/loss", "train/lr", "train/scale_t", "val/ppl@32", "val/ppl@256", "test/ppl@128"):
         assert key in metrics
 
+    # eval.py's workflow on that checkpoint, scoring the user's own text instead of the stdlib
+    from clexlab.workflows.evaluate import evaluate
+
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for i in range(40):
+        (texts / f"{i}.txt").write_text(f"line {i} of a plain text corpus\n" * 20)
+    cfg = compose_train(
+        f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        "data=text",
+        f"data.corpus.train_files=[{texts}/*.txt]",
+        "eval.multiples=[1,2]",
+        "eval.max_tokens=512",
+        "eval.split=val",
+        config_name="eval",
+    )
+    other = evaluate(cfg)
+    assert other["train_length"] == 32 and set(other["ppl"]) == {"32", "64"}
+    assert other["ppl"]["32"] != pytest.approx(saved["ppl"]["32"], rel=1e-3)  # another corpus, another number
+
 
 def test_rope_none_trains_with_plain_rope(compose_train, tmp_path):
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding

@@ -2,45 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from clexlab.utils.errors import UserError
+from clexlab.utils.checks import check_model_dir
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def check_model_dir(path: str | None, name: str = "model") -> Path:
-    """Validate a local Hugging Face model directory, or raise a one-line :class:`UserError`."""
-    if not path or str(path) == "???":
-        raise UserError(
-            f"model={name} needs local weights: set model.path=/path/to/hf-model-dir "
-            "(a Hugging Face directory with config.json and weights)"
-        )
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise UserError(f"model.path={p} does not exist: point it at a local Hugging Face model directory")
-    if not p.is_dir():
-        raise UserError(f"model.path={p} is not a directory: point it at a local Hugging Face model directory")
-    if not (p / "config.json").is_file():
-        raise UserError(f"model.path={p} has no config.json: is it a Hugging Face model directory?")
-    try:
-        config = json.loads((p / "config.json").read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{p / 'config.json'} is not valid JSON: {err}") from err
-    if "rope_theta" not in config and "rope_parameters" not in config and config.get("model_type") not in (
-        "llama",
-        "mistral",
-        "qwen2",
-    ):
-        raise UserError(
-            f"{p} holds a {config.get('model_type', 'unknown')!r} model without RoPE settings; clexlab extends RoPE models"
-        )
-    return p
 
 
 def build_tiny_llama(cfg: dict[str, Any], vocab_size: int) -> nn.Module:

@@ -29,19 +29,13 @@ def find_rotary(model: nn.Module) -> nn.Module:
     return backbone.rotary_emb
 
 
-def install_clex(
-    model: nn.Module,
-    train_length: int,
-    max_scale: int,
-    param_factor: int = 1,
-    act: str = "tanh",
-    time_dt: float = 0.01,
-    solver: str = "fast",
-) -> CLEXRotaryEmbedding:
+def install_clex(model: nn.Module, train_length: int, max_scale: int, **options) -> CLEXRotaryEmbedding:
     """Replace the model's rotary embedding with a CLEX one and return it.
 
-    The new module is created on the device of the old ``inv_freq`` buffer, in
-    float32 (the ODE weights are tiny and precision-sensitive).
+    Head dimension and RoPE base come from the model's config; ``options``
+    (``param_factor``, ``act``, ``time_dt``, ``solver``) go to
+    :class:`CLEXRotaryEmbedding`. The new module lives on the device of the old
+    ``inv_freq`` buffer, in float32 (the ODE weights are tiny and precision-sensitive).
     """
     old = find_rotary(model)
     device = old.inv_freq.device if hasattr(old, "inv_freq") else None
@@ -50,10 +44,7 @@ def install_clex(
         base=rope_base(model.config),
         train_length=train_length,
         max_scale=max_scale,
-        param_factor=param_factor,
-        act=act,
-        time_dt=time_dt,
-        solver=solver,
+        **options,
     )
     if device is not None and device.type != "meta":
         rope = rope.to(device)

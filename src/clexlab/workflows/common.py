@@ -12,7 +12,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from clexlab.data.tokenizer import Tokenizer, load_tokenizer
 from clexlab.evaluation import format_table, perplexity_at_lengths, resolve_lengths, results_payload, write_json
-from clexlab.utils.errors import UserError
 
 log = logging.getLogger("clexlab")
 
@@ -66,13 +65,3 @@ def evaluate_and_report(
             rows = [[n, n / train_length, r.ppl] for n, r in sorted(results.items())]
             logger.log_table("test/ppl_table", columns=["length", "multiple", "ppl"], data=rows)
     return payload
-
-
-def require_file(path: str | None, key: str, hint: str) -> Path:
-    """A path that must exist, or a one-line error naming ``key``."""
-    if not path:
-        raise UserError(f"set {key}=... ({hint})")
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UserError(f"{key}={p} does not exist or is not a file ({hint})")
-    return p

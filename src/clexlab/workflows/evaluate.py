@@ -10,8 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from clexlab.models import LongContextLM
 from clexlab.utils.errors import UserError
-from clexlab.utils.schema import validate_node
-from clexlab.workflows.common import evaluate_and_report, instantiate_loggers, require_file, tokenizer_for
+from clexlab.utils.checks import preflight_eval
+from clexlab.workflows.common import evaluate_and_report, instantiate_loggers, tokenizer_for
 
 
 def load_checkpoint(path: str) -> tuple[LongContextLM, dict[str, Any]]:
@@ -33,13 +33,18 @@ def load_checkpoint(path: str) -> tuple[LongContextLM, dict[str, Any]]:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a checkpoint at the configured lengths; write ``results.json`` to the run directory."""
-    eval_cfg = validate_node("eval", cfg.eval)
-    path = require_file(cfg.get("ckpt_path"), "ckpt_path", "a clexlab checkpoint, e.g. outputs/<date>/<time>/checkpoints/last.ckpt")
+    eval_cfg = preflight_eval(cfg)
+    path = cfg.ckpt_path
     module, ckpt = load_checkpoint(str(path))
     hparams = ckpt["hyper_parameters"]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     module = module.to(device)
-    data_cfg = cfg.get("data") or hparams.get("data")
+    if cfg.get("data"):
+        # Another corpus: its own settings, with the checkpoint's train length.
+        data_cfg = OmegaConf.to_container(cfg.data, resolve=False)
+        data_cfg.update(seq_len=module.train_length, seed=cfg.seed)
+    else:
+        data_cfg = hparams.get("data")
     if not data_cfg:
         raise UserError("the checkpoint does not record its data; pass data=stdlib or data=text ...")
     data_cfg = OmegaConf.create(data_cfg)

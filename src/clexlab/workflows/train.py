@@ -11,15 +11,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from clexlab.models import LongContextLM
-from clexlab.models.builder import check_model_dir
-from clexlab.utils.schema import validate_config
+from clexlab.utils.checks import preflight_train
 from clexlab.workflows.common import (
     container,
     evaluate_and_report,
     instantiate_callbacks,
     instantiate_loggers,
     log,
-    require_file,
     tokenizer_for,
 )
 
@@ -30,12 +28,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Returns:
         The results payload (also written to ``<output_dir>/results.json``).
     """
-    typed = validate_config(cfg)
+    typed = preflight_train(cfg)
     model_cfg = container(cfg.model)
-    if model_cfg.get("path") is not None or model_cfg.get("tokenizer") == "hf":
-        check_model_dir(model_cfg.get("path"), model_cfg.get("name", "model"))
-    if cfg.get("ckpt_path"):
-        require_file(cfg.ckpt_path, "ckpt_path", "a Lightning .ckpt to resume from")
     L.seed_everything(cfg.seed, workers=True)
     output_dir = cfg.paths.output_dir
 

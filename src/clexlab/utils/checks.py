@@ -1,0 +1,80 @@
+"""Checks that run before anything heavy is imported, so bad input fails in seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from clexlab.utils.errors import UserError
+from clexlab.utils.schema import validate_config, validate_node
+
+
+def check_model_dir(path: str | None, name: str = "model") -> Path:
+    """Validate a local Hugging Face model directory, or raise a one-line :class:`UserError`."""
+    if not path or str(path) == "???":
+        raise UserError(
+            f"model={name} needs local weights: set model.path=/path/to/hf-model-dir "
+            "(a Hugging Face directory with config.json and weights)"
+        )
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UserError(f"model.path={p} does not exist: point it at a local Hugging Face model directory")
+    if not p.is_dir():
+        raise UserError(f"model.path={p} is not a directory: point it at a local Hugging Face model directory")
+    if not (p / "config.json").is_file():
+        raise UserError(f"model.path={p} has no config.json: is it a Hugging Face model directory?")
+    try:
+        config = json.loads((p / "config.json").read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{p / 'config.json'} is not valid JSON: {err}") from err
+    if "rope_theta" not in config and "rope_parameters" not in config and config.get("model_type") not in (
+        "llama",
+        "mistral",
+        "qwen2",
+    ):
+        raise UserError(
+            f"{p} holds a {config.get('model_type', 'unknown')!r} model without RoPE settings; clexlab extends RoPE models"
+        )
+    return p
+
+
+def require_file(path: str | None, key: str, hint: str) -> Path:
+    """A path that must exist, or a one-line error naming ``key``."""
+    if not path:
+        raise UserError(f"set {key}=... ({hint})")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"{key}={p} does not exist or is not a file ({hint})")
+    return p
+
+
+def preflight_train(cfg: DictConfig) -> dict[str, Any]:
+    """Validate a train config: typed nodes, model directory, resume checkpoint.
+
+    Returns:
+        The typed nodes from :func:`validate_config`.
+    """
+    typed = validate_config(cfg)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    if model.get("path") is not None or model.get("tokenizer") == "hf":
+        check_model_dir(model.get("path"), model.get("name", "model"))
+    if cfg.get("ckpt_path"):
+        require_file(cfg.ckpt_path, "ckpt_path", "a Lightning .ckpt to resume from")
+    return typed
+
+
+CKPT_HINT = "a clexlab checkpoint, e.g. outputs/<date>/<time>/checkpoints/last.ckpt"
+
+
+def preflight_eval(cfg: DictConfig) -> Any:
+    """Validate an eval config: the ``eval`` node and the checkpoint path.
+
+    Returns:
+        The typed ``eval`` node.
+    """
+    typed = validate_node("eval", cfg.eval)
+    require_file(cfg.get("ckpt_path"), "ckpt_path", CKPT_HINT)
+    return typed
