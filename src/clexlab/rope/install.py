@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from clexlab.rope.clex import CLEXRotaryEmbedding
+from clexlab.rope.generation import enable_cached_generation
 
 
 def rope_base(config) -> float:
@@ -36,6 +37,8 @@ def install_clex(model: nn.Module, train_length: int, max_scale: int, **options)
     (``param_factor``, ``act``, ``time_dt``, ``solver``) go to
     :class:`CLEXRotaryEmbedding`. The new module lives on the device of the old
     ``inv_freq`` buffer, in float32 (the ODE weights are tiny and precision-sensitive).
+    ``model.generate`` then stays exact across scale changes (see
+    :mod:`clexlab.rope.generation`).
     """
     old = find_rotary(model)
     device = old.inv_freq.device if hasattr(old, "inv_freq") else None
@@ -49,4 +52,5 @@ def install_clex(model: nn.Module, train_length: int, max_scale: int, **options)
     if device is not None and device.type != "meta":
         rope = rope.to(device)
     getattr(model, "model", model).rotary_emb = rope
+    enable_cached_generation(model)
     return rope
