@@ -160,3 +160,26 @@ def test_fast_and_reference_solvers_give_the_same_module_outputs():
         (rope.log_inv_freq(6) * cotangent).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in rope.dynamics.parameters()]))
     assert ((grads[0] - grads[1]).norm() / grads[1].norm()) < 1e-3
+
+
+def test_eval_cos_sin_reused_across_batches_and_refreshed_when_needed():
+    rope = make(L=16, t_max=4).eval()
+    pos = torch.arange(40).unsqueeze(0).expand(3, -1)
+    x = torch.zeros(3, 40, 32)
+    with torch.no_grad():
+        cos1, sin1 = rope(x, pos)
+        cos2, _ = rope(x, pos)
+        assert cos2.data_ptr() == cos1.data_ptr()  # same storage: reused, not recomputed
+        shifted = pos + 1
+        cos3, _ = rope(x, shifted)  # other positions: recomputed, right values
+    with torch.enable_grad():
+        want, _ = rope._cos_sin(rope.current_scale(shifted), shifted, x.dtype)
+        fresh, _ = rope(x, pos)
+    assert_close(cos3, want)
+    assert_close(fresh, cos1)
+    ragged = pos.clone()
+    ragged[1] = torch.arange(1, 41)
+    with torch.no_grad():
+        cos4, _ = rope(x, ragged)  # rows differ: computed per row
+    assert_close(cos4[1], want[1])
+    assert_close(cos4[0], cos1[0])

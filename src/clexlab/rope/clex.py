@@ -76,6 +76,7 @@ class CLEXRotaryEmbedding(nn.Module):
         self._scale_override: int | None = None
         self._table: torch.Tensor | None = None
         self._table_key: tuple | None = None
+        self._cos_sin_cache: tuple | None = None
 
     # ----------------------------------------------------------------- scale
     def scale_for_length(self, length: int) -> int:
@@ -137,17 +138,34 @@ class CLEXRotaryEmbedding(nn.Module):
             return self._scale_override
         return self.scale_for_length(int(position_ids.max().item()) + 1)
 
-    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(cos, sin)`` of shape ``[batch, seq, head_dim]`` in ``x.dtype``."""
-        t = self.current_scale(position_ids)
-        inv_freq = self.log_inv_freq(t).exp().to(x.device)
-        device_type = x.device.type if x.device.type in ("cuda", "cpu") else "cpu"
+    def _cos_sin(self, t: int, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        inv_freq = self.log_inv_freq(t).exp().to(position_ids.device)
+        device_type = position_ids.device.type if position_ids.device.type in ("cuda", "cpu") else "cpu"
         with torch.autocast(device_type=device_type, enabled=False):
             freqs = position_ids[..., None].float() * inv_freq
             emb = torch.cat((freqs, freqs), dim=-1)
             cos = emb.cos() * self.attention_scaling
             sin = emb.sin() * self.attention_scaling
-        return cos.to(x.dtype), sin.to(x.dtype)
+        return cos.to(dtype), sin.to(dtype)
+
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(cos, sin)`` of shape ``[batch, seq, head_dim]`` in ``x.dtype``."""
+        t = self.current_scale(position_ids)
+        if torch.is_grad_enabled():
+            return self._cos_sin(t, position_ids, x.dtype)
+        # Without grad (evaluation, generation), batches of one length share one
+        # row of positions: keep its cos/sin until t, the positions or the weights change.
+        row = position_ids[:1]
+        key = (t, row.shape, row.device, x.dtype, self._weights_key())
+        cached = self._cos_sin_cache
+        if cached is None or cached[0] != key or not torch.equal(cached[1], row):
+            with torch.inference_mode(False):
+                row = row.clone()
+                cached = self._cos_sin_cache = (key, row, *self._cos_sin(t, row, x.dtype))
+        if position_ids.shape[0] > 1 and not torch.equal(position_ids, row.expand_as(position_ids)):
+            return self._cos_sin(t, position_ids, x.dtype)  # rows differ (e.g. left padding)
+        batch = position_ids.shape[0]
+        return cached[2].expand(batch, -1, -1), cached[3].expand(batch, -1, -1)
 
     def extra_repr(self) -> str:
         return (
