@@ -1,8 +1,11 @@
+import pytest
 import torch
 from torch.testing import assert_close
 
 from clexlab.models.loss import causal_lm_nll, chunked_nll
+from clexlab.models import LongContextLM
 from clexlab.rope import CLEXRotaryEmbedding
+from tests.conftest import TINY_CLEX, TINY_MODEL, TINY_OPTIM
 
 
 def test_chunked_nll_equals_transformers_loss(tiny_module):
@@ -58,3 +61,42 @@ def test_training_step_uses_the_curriculum_scale_and_sampled_positions(tiny_modu
     loss.backward()
     if draw.t > 1:
         assert rope.dynamics.down_proj.grad is not None
+
+
+def _module(rope, **train):
+    return LongContextLM(
+        model=dict(TINY_MODEL), rope=rope, clex=dict(TINY_CLEX), optim=dict(TINY_OPTIM), vocab_size=257, train=train
+    )
+
+
+
+@pytest.mark.parametrize("name", ["none", "pi", "ntk", "dynamic_ntk", "yarn", "clex"])
+def test_position_sampling_for_any_method(name):
+    module = _module({"name": name, "factor": 4.0}, position_sampling=True, sampling_max_scale=4)
+    assert module.position_sampling
+    seen_t = set()
+    for step in range(30):
+        draw = module.curriculum.sample(step, 32)
+        p = draw.positions
+        seen_t.add(draw.t)
+        assert p[0] == 0 and p[-1] == 32 * draw.t - 1
+        assert (p[1:] > p[:-1]).all() and p.max() < 32 * draw.t
+    assert seen_t == {1, 2, 3, 4}
+    assert module.method.endswith("+pos") or name == "clex"
+
+
+def test_method_defaults_and_labels():
+    assert _module("clex").position_sampling and _module("clex").method == "clex"
+    assert not _module({"name": "yarn", "factor": 8.0}).position_sampling
+    assert _module({"name": "yarn", "factor": 8.0}).method == "yarn-x8"
+    clex_contiguous = _module("clex", position_sampling=False)
+    assert clex_contiguous.method == "clex-contiguous"
+    assert torch.equal(clex_contiguous.curriculum.sample(3, 16).positions, torch.arange(16))
+
+
+def test_frozen_ode_has_no_trainable_ode_weights():
+    module = LongContextLM(
+        model=dict(TINY_MODEL), rope="clex", clex={**TINY_CLEX, "freeze": True}, optim=dict(TINY_OPTIM), vocab_size=257
+    )
+    assert module.method == "clex-frozen"
+    assert not any(p.requires_grad for p in module.clex_rope.dynamics.parameters())

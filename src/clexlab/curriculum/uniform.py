@@ -31,16 +31,20 @@ class UniformScaleCurriculum(ScaleCurriculum):
         max_scale: t_max (16 in the paper).
         seed: run seed; draws depend only on ``(seed, step)``.
         min_scale: smallest t drawn (1 in the paper).
+        spread_positions: draw positions over ``n*t`` (the paper); when False,
+            positions stay ``0..n-1`` and only t varies (an ablation).
     """
 
-    def __init__(self, max_scale: int, seed: int = 0, min_scale: int = 1) -> None:
+    def __init__(self, max_scale: int, seed: int = 0, min_scale: int = 1, spread_positions: bool = True) -> None:
         if not 1 <= min_scale <= max_scale:
             raise ValueError(f"need 1 <= min_scale <= max_scale, got {min_scale}, {max_scale}")
         self.max_scale = int(max_scale)
         self.min_scale = int(min_scale)
         self.seed = int(seed)
+        self.spread_positions = bool(spread_positions)
 
     def sample(self, step: int, seq_len: int) -> ScaleSample:
         generator = step_generator(self.seed, step)
         t = int(torch.randint(self.min_scale, self.max_scale + 1, (1,), generator=generator))
-        return ScaleSample(t=t, positions=sample_positions(seq_len, t, generator))
+        positions = sample_positions(seq_len, t if self.spread_positions else 1, generator)
+        return ScaleSample(t=t, positions=positions)

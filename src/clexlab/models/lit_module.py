@@ -12,40 +12,23 @@ from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmu
 from clexlab.curriculum import ContiguousPositions, ScaleCurriculum, UniformScaleCurriculum
 from clexlab.models.builder import build_model
 from clexlab.models.loss import causal_lm_nll
-from clexlab.rope import CLEXRotaryEmbedding, find_rotary, install_clex
-from clexlab.rope.log_scale import enable_log_scale
-
-ROPES = ("clex", "none")
-
-
-def configure_rope(model: torch.nn.Module, rope: str, train_length: int, clex: dict[str, Any]) -> None:
-    """Install the RoPE variant named ``rope`` into ``model`` (``none`` keeps plain RoPE)."""
-    if rope == "clex":
-        install_clex(
-            model,
-            train_length=train_length,
-            max_scale=clex["max_scale"],
-            param_factor=clex["param_factor"],
-            act=clex["act"],
-            time_dt=clex["time_dt"],
-            solver=clex.get("solver", "fast"),
-        )
-        if clex.get("log_scale"):
-            enable_log_scale(model, train_length)
-    elif rope != "none":
-        raise ValueError(f"unknown rope {rope!r}; choose one of {ROPES}")
-
+from clexlab.rope import CLEXRotaryEmbedding, find_rotary
+from clexlab.rope.factory import install_rope, method_label
 
 class LongContextLM(L.LightningModule):
     """Next-token training of a causal LM whose RoPE is extended by ``rope``.
 
     Args:
         model: the ``model`` config node (sizes or a local ``path``).
-        rope: ``"clex"`` or ``"none"``.
-        clex: the ``clex`` config node (max_scale, param_factor, act, time_dt, lr, ...).
+        rope: the ``rope`` config node (``name``: clex, none, pi, ntk, dynamic_ntk,
+            yarn; ``factor`` and options for the baselines), or just the name.
+        clex: the ``clex`` config node (max_scale, param_factor, act, time_dt, lr, freeze, ...).
         optim: ``lr``, ``weight_decay``, ``betas``, ``warmup_steps``, ``min_lr_ratio``.
         vocab_size: tokenizer vocabulary (used for models built in code).
         seed: seeds the curriculum; every rank draws the same t from ``(seed, step)``.
+        train: ``position_sampling`` (None = the method's default: on for CLEX,
+            off otherwise) and ``sampling_max_scale`` (t_max of the positions
+            drawn for non-CLEX methods).
         data: the data config trained on, kept in the checkpoint so ``eval.py``
             scores the same held-out split.
         load_weights: read pretrained weights from ``model.path`` (off when a
@@ -55,22 +38,35 @@ class LongContextLM(L.LightningModule):
     def __init__(
         self,
         model: dict[str, Any],
-        rope: str,
+        rope: str | dict[str, Any],
         clex: dict[str, Any],
         optim: dict[str, Any],
         vocab_size: int,
         seed: int = 0,
+        train: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
         load_weights: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["load_weights"])
         self.train_length = int(model["train_length"])
+        rope = {"name": rope} if isinstance(rope, str) else dict(rope)
+        train = train or {}
         self.model = build_model(model, vocab_size, load_weights=load_weights)
-        configure_rope(self.model, rope, self.train_length, clex)
-        self.curriculum: ScaleCurriculum = (
-            UniformScaleCurriculum(clex["max_scale"], seed=seed) if rope == "clex" else ContiguousPositions()
-        )
+        install_rope(self.model, rope, self.train_length, clex)
+        sampling = train.get("position_sampling")
+        self.position_sampling = (rope["name"] == "clex") if sampling is None else bool(sampling)
+        self.method = method_label(rope, clex, self.position_sampling)
+        self.curriculum = self._curriculum(rope["name"], clex, train, seed)
+
+    def _curriculum(self, name: str, clex: dict[str, Any], train: dict[str, Any], seed: int) -> ScaleCurriculum:
+        if name == "clex":
+            # CLEX always draws t (its frequencies depend on it); positions are spread unless disabled.
+            return UniformScaleCurriculum(clex["max_scale"], seed=seed, spread_positions=self.position_sampling)
+        if self.position_sampling:
+            # Any other method: the same random positions over t*L (PoSE / RandomPos style).
+            return UniformScaleCurriculum(int(train.get("sampling_max_scale") or clex["max_scale"]), seed=seed)
+        return ContiguousPositions()
 
     @property
     def clex_rope(self) -> CLEXRotaryEmbedding | None:

@@ -30,6 +30,7 @@ class ClexConfig:
     lr: float = 1e-5
     log_scale: bool = False
     solver: str = "fast"
+    freeze: bool = False
 
     def __post_init__(self) -> None:
         if self.max_scale < 1:
@@ -44,6 +45,36 @@ class ClexConfig:
             raise UserError(f"clex.lr must be >= 0, got {self.lr}")
         if self.solver not in SOLVERS:
             raise UserError(f"clex.solver must be one of {list(SOLVERS)}, got {self.solver!r}")
+
+
+@dataclass
+class RopeConfig:
+    """The ``rope`` node: which RoPE method, and its factor for the baselines."""
+
+    name: str = "clex"
+    factor: float = 1.0
+    beta_fast: float | None = None
+    beta_slow: float | None = None
+
+    def __post_init__(self) -> None:
+        from clexlab.rope.factory import METHODS
+
+        if self.name not in METHODS:
+            raise UserError(f"rope.name must be one of {list(METHODS)}, got {self.name!r}: pick rope=<method>")
+        if not self.factor >= 1:
+            raise UserError(f"rope.factor must be >= 1 (target length / L), got {self.factor}")
+
+
+@dataclass
+class TrainConfig:
+    """The ``train`` node: position sampling for any method."""
+
+    position_sampling: bool | None = None
+    sampling_max_scale: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.sampling_max_scale is not None and self.sampling_max_scale < 1:
+            raise UserError(f"train.sampling_max_scale must be >= 1, got {self.sampling_max_scale}")
 
 
 @dataclass
@@ -90,7 +121,13 @@ class EvalConfig:
             raise UserError(f"eval.split must be train, val or test, got {self.split!r}")
 
 
-SCHEMAS: dict[str, type] = {"clex": ClexConfig, "optim": OptimConfig, "eval": EvalConfig}
+SCHEMAS: dict[str, type] = {
+    "clex": ClexConfig,
+    "rope": RopeConfig,
+    "train": TrainConfig,
+    "optim": OptimConfig,
+    "eval": EvalConfig,
+}
 
 
 def _one_line(err: OmegaConfBaseException, key: str) -> str:

@@ -37,11 +37,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.data, tokenizer=tokenizer, _recursive_=True)
     module = LongContextLM(
         model=model_cfg,
-        rope=cfg.rope.name,
+        rope=container(cfg.rope),
         clex=container(cfg.clex),
         optim=container(cfg.optim),
         vocab_size=tokenizer.vocab_size,
         seed=cfg.seed,
+        train=container(cfg.get("train")),
         data=container(cfg.data),
     )
     loggers = instantiate_loggers(cfg.get("logger"))
@@ -66,6 +67,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             loggers,
             extra={
                 "rope": cfg.rope.name,
+                "method": module.method,
+                "rope_factor": cfg.rope.get("factor"),
+                "position_sampling": module.position_sampling,
                 "model": model_cfg.get("name"),
                 "global_step": trainer.global_step,
                 "train_seconds": round(train_seconds, 1),
