@@ -139,7 +139,9 @@ def validate_node(name: str, node: Any) -> Any:
     """Check one config node against its schema; return the typed dataclass."""
     schema = SCHEMAS[name]
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        # Resolve first: interpolations point at the root (e.g. ${clex.max_scale}), lost once merged alone.
+        plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        merged = OmegaConf.merge(OmegaConf.structured(schema), plain)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         full_key = getattr(err, "full_key", None)

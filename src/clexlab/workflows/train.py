@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.loggers import WandbLogger
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -80,6 +81,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         print(f"trained {trainer.global_step} steps in {train_seconds / 60:.1f} min; run directory: {output_dir}")
     for logger in loggers:
         logger.finalize("success")
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
+
+        wandb.finish()  # the next job of a multirun must start its own W&B run
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return payload

@@ -1,0 +1,49 @@
+"""Every rope option composes, trains two steps and evaluates; a multirun ends in one summary."""
+
+import json
+
+import pytest
+
+from tests.conftest import FAST, run_cli
+
+TWO_STEPS = [*FAST, "trainer.max_steps=2", "trainer.val_check_interval=2", "logger=none"]
+
+
+@pytest.mark.parametrize(
+    "overrides,label",
+    [
+        (["rope=none"], "none"),
+        (["rope=pi", "rope.factor=4"], "pi-x4"),
+        (["rope=ntk", "rope.factor=4"], "ntk-x4"),
+        (["rope=dynamic_ntk"], "dynamic_ntk-x2"),
+        (["rope=yarn", "rope.factor=4"], "yarn-x4"),
+        (["rope=yarn", "rope.factor=4", "train.position_sampling=true"], "yarn-x4+pos"),
+        (["rope=clex", "clex.freeze=true"], "clex-frozen"),
+    ],
+)
+def test_each_rope_option_trains_and_evaluates(compose_train, tmp_path, overrides, label):
+    from clexlab.workflows.train import train
+
+    payload = train(compose_train(*TWO_STEPS, *overrides))
+    assert payload["method"] == label
+    assert set(payload["ppl"]) == {"32", "64", "128", "256"}
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["method"] == label and saved["global_step"] == 2
+
+
+def test_bad_rope_factor_is_one_line(tmp_path):
+    res = run_cli("train.py", "rope=pi", "rope.factor=0.5", f"hydra.run.dir={tmp_path}", timeout=120)
+    assert res.returncode == 2 and "rope.factor must be >= 1" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_multirun_writes_one_summary(tmp_path):
+    sweep = tmp_path / "sweep"
+    res = run_cli(
+        "train.py", "-m", "rope=none,clex", "seed=0,1", *TWO_STEPS, f"hydra.sweep.dir={sweep}", timeout=600
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    md = (sweep / "summary.md").read_text()
+    assert "| clex | 2 |" in md and "| none | 2 |" in md and "±" in md
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert set(summary["methods"]) == {"clex", "none"}
+    assert (sweep / "ppl_vs_length.png").stat().st_size > 5000
