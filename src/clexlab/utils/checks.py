@@ -63,6 +63,8 @@ def preflight_train(cfg: DictConfig) -> dict[str, Any]:
         check_model_dir(model.get("path"), model.get("name", "model"))
     if cfg.get("ckpt_path"):
         require_file(cfg.ckpt_path, "ckpt_path", "a Lightning .ckpt to resume from")
+    if cfg.get("init_from"):
+        require_file(cfg.init_from, "init_from", "a clexlab .ckpt whose weights start this run")
     return typed
 
 
@@ -70,11 +72,29 @@ CKPT_HINT = "a clexlab checkpoint, e.g. outputs/<date>/<time>/checkpoints/last.c
 
 
 def preflight_eval(cfg: DictConfig) -> Any:
-    """Validate an eval config: the ``eval`` node and the checkpoint path.
+    """Validate an eval config: the ``eval`` node and what to evaluate.
+
+    Exactly one of ``ckpt_path`` (a clexlab checkpoint) and ``model.path`` (a
+    local Hugging Face directory, plain or in the released CLEX format) must be set.
 
     Returns:
         The typed ``eval`` node.
     """
     typed = validate_node("eval", cfg.eval)
-    require_file(cfg.get("ckpt_path"), "ckpt_path", CKPT_HINT)
+    model = cfg.get("model") or {}
+    model_path = model.get("path") if hasattr(model, "get") else None
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and model_path:
+        raise UserError("set either ckpt_path=... (a clexlab checkpoint) or model.path=... (a Hugging Face directory), not both")
+    if model_path:
+        check_model_dir(str(model_path), "model")
+        train_length = model.get("train_length")
+        if train_length is not None and (not isinstance(train_length, int) or train_length <= 0):
+            raise UserError(f"model.train_length must be a positive integer, got {train_length!r}")
+        if model.get("tokenizer", "auto") not in ("auto", "hf", "bytes"):
+            raise UserError(f"model.tokenizer must be auto, hf or bytes, got {model.get('tokenizer')!r}")
+    elif not ckpt_path:
+        raise UserError(f"set ckpt_path=... ({CKPT_HINT}) or model.path=... (a local Hugging Face model directory)")
+    else:
+        require_file(ckpt_path, "ckpt_path", CKPT_HINT)
     return typed

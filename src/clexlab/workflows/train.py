@@ -6,12 +6,13 @@ import time
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.loggers import WandbLogger
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from clexlab.models import LongContextLM
+from clexlab.models.init_from import load_weights_from
 from clexlab.utils.checks import preflight_train
 from clexlab.workflows.common import (
     container,
@@ -46,6 +47,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         train=container(cfg.get("train")),
         data=container(cfg.data),
     )
+    if cfg.get("init_from"):
+        load_weights_from(module, cfg.init_from)
     loggers = instantiate_loggers(cfg.get("logger"))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -68,7 +71,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             loggers,
             extra={
                 "rope": cfg.rope.name,
-                "method": module.method,
+                "method": cfg.get("label") or module.method,
                 "rope_factor": cfg.rope.get("factor"),
                 "position_sampling": module.position_sampling,
                 "model": model_cfg.get("name"),

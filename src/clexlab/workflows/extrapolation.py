@@ -1,0 +1,65 @@
+"""The paper's protocol in miniature: one base model, every method continued from it.
+
+Stage 1 trains a base model at L with plain RoPE. Stage 2 starts every method
+from the base weights (``init_from``) and trains it for the same number of
+steps at the same length L, on the same data; ``steps: 0`` evaluates the base
+with the method applied at inference only (e.g. NTK on the plain model). All
+runs are scored at the same multiples of L on the same target tokens, and the
+summary (table and plot) is written beside them.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from clexlab.rope.factory import method_label
+from clexlab.summarize import find_results, write_summary
+from clexlab.utils.errors import UserError
+from clexlab.workflows.train import train
+
+
+def _stage(
+    cfg: DictConfig, out: Path, steps: int, rope: dict, clex: dict | None = None, init_from: str | None = None
+) -> dict:
+    stage = copy.deepcopy(cfg)
+    with open_dict(stage):
+        del stage["protocol"]
+        stage.label = out.name
+        stage.rope = OmegaConf.create(rope)
+        if clex:
+            stage.clex = OmegaConf.merge(stage.clex, clex)
+        stage.trainer.max_steps = int(steps)
+        stage.paths.output_dir = str(out)
+        stage.init_from = init_from
+        if stage.get("logger") and stage.logger.get("wandb"):
+            stage.logger.wandb.group = str(out.parent)
+            stage.logger.wandb.name = f"{cfg.task_name}-{out.name}"
+    return train(stage)
+
+
+def run_extrapolation(cfg: DictConfig) -> dict[str, Any]:
+    """Run both stages into ``paths.output_dir`` and summarize them there."""
+    protocol = cfg.protocol
+    root = Path(cfg.paths.output_dir)
+    base = _stage(cfg, root / "base", protocol.base_steps, {"name": "none", "factor": 1.0})
+    if not base.get("checkpoint"):
+        raise UserError("stage 1 wrote no checkpoint: keep callbacks.model_checkpoint in the config")
+    base_ckpt = base["checkpoint"]
+    for method in protocol.methods:
+        rope = OmegaConf.to_container(method.rope, resolve=True)
+        clex = OmegaConf.to_container(method.clex, resolve=True) if method.get("clex") else {}
+        sampling = cfg.train.position_sampling
+        sampling = rope["name"] == "clex" if sampling is None else bool(sampling)
+        label = method_label(rope, {**OmegaConf.to_container(cfg.clex, resolve=True), **clex}, sampling)
+        steps = protocol.stage2_steps if method.get("steps") is None else method.steps
+        if steps == 0:
+            label = f"{label}@inference"
+        _stage(cfg, root / label, steps, rope, clex, init_from=base_ckpt)
+    files = write_summary(root, find_results([root]))
+    print(files["md"].read_text())
+    print(f"summary: {files['md']}, {files['json']}, {files['png']}")
+    return {"summary": str(files["md"])}
