@@ -47,3 +47,30 @@ def test_multirun_writes_one_summary(tmp_path):
     summary = json.loads((sweep / "summary.json").read_text())
     assert set(summary["methods"]) == {"clex", "none"}
     assert (sweep / "ppl_vs_length.png").stat().st_size > 5000
+
+
+def test_extrapolation_protocol_continues_every_method_from_one_base(compose_train, tmp_path):
+    from clexlab.workflows.extrapolation import run_extrapolation
+
+    cfg = compose_train(
+        *TWO_STEPS,
+        "experiment=extrapolation",
+        "protocol.base_steps=2",
+        "protocol.stage2_steps=1",
+        "trainer.val_check_interval=1",
+        "clex.max_scale=4",
+        "eval.multiples=[1,2,4]",
+        "callbacks.long_context_eval.multiples=[1,2]",
+    )
+    cfg.protocol.methods = cfg.protocol.methods[:2] + cfg.protocol.methods[-1:]  # none, ntk@inference, clex-frozen
+    run_extrapolation(cfg)
+    run = tmp_path / "run"
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["methods"]) == {"base", "none", "ntk-x16@inference", "clex-frozen"}
+    assert summary["lengths"] == [32, 64, 128]
+    base = json.loads((run / "base" / "results.json").read_text())
+    frozen = json.loads((run / "clex-frozen" / "results.json").read_text())
+    inference = json.loads((run / "ntk-x16@inference" / "results.json").read_text())
+    assert base["global_step"] == 2 and frozen["global_step"] == 1 and inference["global_step"] == 0
+    assert inference["rope"] == "ntk" and inference["rope_factor"] == 16.0
+    assert (run / "ppl_vs_length.png").is_file()
