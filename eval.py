@@ -1,7 +1,8 @@
-"""Evaluate a clexlab checkpoint: held-out perplexity at several lengths.
+"""Long-context evaluation: perplexity vs length, passkey retrieval, report and figures.
 
     python eval.py ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt
-    python eval.py ckpt_path=... eval.lengths=[128,512,2048]
+    python eval.py model.path=/models/Llama-2-7b-hf eval.lengths=[4096,8192,16384]
+    python eval.py model.path=/models/CLEX-7B-16K eval.protocol=sliding eval.stride=256
 """
 
 import hydra

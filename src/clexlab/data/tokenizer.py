@@ -29,6 +29,7 @@ class ByteTokenizer:
     name = "bytes-v1"
     vocab_size = 257
     eos_token_id = 256
+    bos_prefix: list[int] = []
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8", errors="replace"))
@@ -52,6 +53,10 @@ class HFTokenizer:
         self.vocab_size = len(self._tok)
         eos = self._tok.eos_token_id
         self.eos_token_id = int(eos if eos is not None else 0)
+        # [bos] when the tokenizer adds it by default (LLaMA does): prompts built from raw ids need it too.
+        bos = self._tok.bos_token_id
+        adds_bos = bos is not None and bos in self._tok("", add_special_tokens=True)["input_ids"]
+        self.bos_prefix: list[int] = [bos] if adds_bos else []
 
     def encode(self, text: str) -> list[int]:
         return self._tok(text, add_special_tokens=False)["input_ids"]

@@ -1,0 +1,146 @@
+"""Sliding-window perplexity (the YaRN / LongLoRA protocol) on the same targets at every length.
+
+A window of ``length`` tokens moves along the stream by ``stride`` tokens. Each
+window scores only the targets the previous window did not score; the first
+window scores all of its targets. So every target after the first window is
+predicted with at least ``length - stride`` tokens of context, where the
+non-overlapping protocol (:mod:`clexlab.evaluation.perplexity`) gives the first
+target of every window no context at all.
+
+As in the non-overlapping protocol, every length scores the same targets:
+tokens ``1..M`` of one stretch of ``M + 1`` tokens of the held-out stream.
+Here ``M`` only needs to hold the longest window (no multiple of every length
+is required): ``M = max(max_tokens, max(lengths))``. The last window is moved
+back so that it ends exactly at token ``M`` (it keeps its full length; its
+extra context is never harmful), which keeps every window ``length`` long and
+lets windows of one length share a batch.
+
+With ``stride >= length`` the windows no longer overlap and the result equals
+the non-overlapping protocol on the same ``M`` (tested), so a stride larger
+than a length is clipped to that length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from clexlab.evaluation.perplexity import LengthResult
+from clexlab.models.loss import causal_lm_nll
+from clexlab.utils.errors import UserError
+
+IGNORE = -100
+
+
+def sliding_budget(lengths: Sequence[int], max_tokens: int) -> int:
+    """Number of target tokens ``M`` for the sliding protocol: ``max(max_tokens, max(lengths))``."""
+    if not lengths or any(int(n) <= 0 for n in lengths):
+        raise UserError(f"eval lengths must be positive integers, got {list(lengths)}")
+    return max(int(max_tokens), max(int(n) for n in lengths))
+
+
+def window_plan(budget: int, length: int, stride: int) -> list[tuple[int, int]]:
+    """Windows of one length over targets ``1..budget``: ``(start, first_new)`` pairs.
+
+    A window starting at ``start`` reads tokens ``start .. start+length-1`` and
+    predicts tokens ``start+1 .. start+length``; of those it scores the ones at
+    index ``>= first_new`` (the previous windows scored the rest).
+
+    Args:
+        budget: ``M``, the last target index (targets are ``1..M``).
+        length: window length (``<= budget``).
+        stride: how far each window moves (clipped to ``length``).
+
+    Returns:
+        The windows in order; together they score each target exactly once.
+    """
+    if length > budget:
+        raise ValueError(f"window length {length} exceeds the {budget} target tokens")
+    if stride <= 0:
+        raise ValueError(f"stride must be > 0, got {stride}")
+    stride = min(stride, length)
+    plan, scored_to, start = [], 0, 0  # scored_to: last target index already scored
+    while scored_to < budget:
+        start = min(start, budget - length)  # the last window ends exactly at M
+        plan.append((start, scored_to + 1))
+        scored_to = start + length
+        start += stride
+    return plan
+
+
+@torch.no_grad()
+def sliding_window_perplexity(
+    model: nn.Module,
+    tokens: np.ndarray | torch.Tensor,
+    lengths: Sequence[int],
+    stride: int,
+    max_tokens: int,
+    batch_size: int = 1,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = False,
+    chunk_size: int = 1024,
+) -> dict[int, LengthResult]:
+    """Sliding-window perplexity of the same ``M`` targets at every length.
+
+    Args:
+        model: a transformers causal LM (any RoPE variant installed).
+        tokens: the held-out token stream.
+        lengths: window lengths to evaluate.
+        stride: tokens each window moves by (clipped to the window length).
+        max_tokens: target tokens per length (raised to the longest length if smaller).
+        batch_size: windows per forward.
+        rank, world_size: score only windows ``rank::world_size`` (sum the results across ranks).
+        progress: show a progress bar per length.
+        chunk_size: positions projected to the vocabulary at a time by the loss
+            (bounds the float32 logits to ``[batch, chunk_size, vocab]``).
+
+    Returns:
+        ``{length: LengthResult}`` with this rank's partial sums.
+
+    Raises:
+        UserError: when the stream holds fewer than ``M + 1`` tokens, or ``stride <= 0``.
+    """
+    if int(stride) <= 0:
+        raise UserError(f"eval.stride must be a positive number of tokens, got {stride}")
+    budget = sliding_budget(lengths, max_tokens)
+    if len(tokens) < budget + 1:
+        raise UserError(
+            f"sliding-window eval needs {budget + 1} tokens for lengths {list(lengths)} but the split has "
+            f"{len(tokens)}: lower eval.max_tokens or the eval lengths, or use a larger corpus"
+        )
+    stream = torch.as_tensor(np.asarray(tokens[: budget + 1], dtype=np.int64))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    results: dict[int, LengthResult] = {}
+    try:
+        for length in lengths:
+            length = int(length)
+            plan = window_plan(budget, length, int(stride))[rank::world_size]
+            batches = range(0, len(plan), batch_size)
+            if progress:
+                from tqdm.auto import tqdm
+
+                batches = tqdm(batches, desc=f"ppl@{length} (sliding)", leave=False)
+            nll, count = 0.0, 0
+            offsets = torch.arange(length)
+            for b in batches:
+                group = plan[b : b + batch_size]
+                starts = torch.tensor([s for s, _ in group])
+                index = starts[:, None] + offsets  # [batch, length] token indices read
+                ids = stream[index]
+                labels = stream[index + 1]
+                # Targets the previous windows already scored are ignored.
+                first_new = torch.tensor([f for _, f in group])
+                labels = labels.masked_fill(index + 1 < first_new[:, None], IGNORE)
+                batch_nll, batch_count = causal_lm_nll(model, ids.to(device), labels.to(device), chunk_size=chunk_size)
+                nll += float(batch_nll)
+                count += int(batch_count)
+            results[length] = LengthResult(length, nll, count)
+    finally:
+        model.train(was_training)
+    return results
