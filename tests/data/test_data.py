@@ -64,7 +64,7 @@ def test_text_corpus_reads_txt_and_jsonl_through_datasets(tmp_path):
 def test_text_corpus_missing_files_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no file matches"):
         TextCorpus([str(tmp_path / "nothing*.txt")])
-    with pytest.raises(UserError, match="data.train_files"):
+    with pytest.raises(UserError, match="data.corpus.train_files"):
         TextCorpus([])
 
 

@@ -1,5 +1,8 @@
-"""Lightning callbacks that run clexlab.evaluation during training."""
+"""Lightning callbacks: long-context evaluation during training, and the reliability of long runs."""
 
+from clexlab.callbacks.last_checkpoint import LastCheckpoint
 from clexlab.callbacks.long_context_eval import LongContextEval
+from clexlab.callbacks.nonfinite import NonFiniteError, NonFiniteGuard
+from clexlab.callbacks.rng_state import RNGStateCheckpoint
 
-__all__ = ["LongContextEval"]
+__all__ = ["LastCheckpoint", "LongContextEval", "NonFiniteError", "NonFiniteGuard", "RNGStateCheckpoint"]

@@ -98,8 +98,31 @@ def _expand(patterns: Sequence[str], what: str) -> list[Path]:
     return paths
 
 
+def read_text_document(path: Path) -> str:
+    """One plain-text document, decoded as strict UTF-8 (universal newlines, like ``open``).
+
+    A binary file (an archive, a model shard matched by a loose glob) would
+    otherwise become millions of replacement characters in the training data,
+    silently; here it is one line naming the file.
+
+    Raises:
+        UserError: the file is binary or not UTF-8.
+    """
+    raw = path.read_bytes()
+    if b"\x00" in raw[:8192]:
+        raise UserError(f"{path} looks binary (NUL bytes), not text: leave it out of data.corpus.*_files")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"{path} is not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start}): "
+            "convert it (e.g. iconv -t utf-8) or leave it out of data.corpus.*_files"
+        ) from err
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 class TextCorpus(Corpus):
-    """The user's own local ``.txt`` / ``.jsonl`` / ``.json`` files, read through ``datasets``.
+    """The user's own local ``.txt`` / ``.jsonl`` / ``.json`` files (JSON read through ``datasets``).
 
     Plain text files are one document each; JSON lines give one document per
     record (field ``text_field``). When no validation/test files are given,
@@ -126,11 +149,11 @@ class TextCorpus(Corpus):
         test_fraction: float = 0.05,
     ) -> None:
         if not train_files:
-            raise UserError("data=text needs files: set data.train_files=[/path/to/*.txt]")
+            raise UserError("data=text needs files: set data.corpus.train_files=[/path/to/*.txt]")
         self.files = {
-            "train": _expand(train_files, "data.train_files"),
-            "val": _expand(val_files, "data.val_files"),
-            "test": _expand(test_files, "data.test_files"),
+            "train": _expand(train_files, "data.corpus.train_files"),
+            "val": _expand(val_files, "data.corpus.val_files"),
+            "test": _expand(test_files, "data.corpus.test_files"),
         }
         self.text_field = text_field
         self.val_fraction = 0.0 if val_files else val_fraction
@@ -144,18 +167,23 @@ class TextCorpus(Corpus):
         return _stat_fingerprint(every, extra)
 
     def _records(self, path: Path) -> Iterator[str]:
-        from datasets import load_dataset
-
         if path.suffix in (".jsonl", ".json"):
-            ds = load_dataset("json", data_files=str(path), split="train")
+            from datasets import load_dataset
+
+            try:
+                ds = load_dataset("json", data_files=str(path), split="train")
+            except Exception as err:  # datasets wraps every parse failure in DatasetGenerationError
+                cause = err.__cause__ or err
+                raise UserError(
+                    f"{path} is not valid JSON lines ({type(cause).__name__}): fix it or leave it out of data.corpus.*_files"
+                ) from err
             if self.text_field not in ds.column_names:
                 raise UserError(
-                    f"{path} has no field {self.text_field!r} (fields: {ds.column_names}); set data.text_field"
+                    f"{path} has no field {self.text_field!r} (fields: {ds.column_names}); set data.corpus.text_field"
                 )
             yield from (str(x) for x in ds[self.text_field])
         else:
-            ds = load_dataset("text", data_files=str(path), split="train", sample_by="document")
-            yield from ds["text"]
+            yield read_text_document(path)
 
     def _iter_split(self, split: str) -> Iterator[str]:
         own = split != "train" and self.files[split]

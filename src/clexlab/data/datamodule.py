@@ -6,11 +6,11 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import torch
 from torch.utils.data import DataLoader
 
 from clexlab.data.corpus import Corpus
 from clexlab.data.packing import PackedWindows
+from clexlab.data.sampler import ResumableDataLoader, ResumableSampler
 from clexlab.data.tokenizer import Tokenizer
 from clexlab.data.tokens import tokenize_split
 from clexlab.utils.errors import UserError
@@ -63,6 +63,31 @@ class LongContextDataModule(L.LightningDataModule):
         for split in ("train", "val"):
             self.stream(split)
 
+    def check_fits(self, needs: dict[str, tuple[int, str]] | None = None) -> None:
+        """Fail in seconds, not after training, when a split is too short for what the run will do.
+
+        Args:
+            needs: ``{split: (tokens, what)}``: the evaluations' token needs
+                (``what`` names the config keys that set them, for the message).
+
+        Raises:
+            UserError: naming the split, what it holds and what to change.
+        """
+        self._windows("train")
+        self._windows("val", self.val_max_windows)
+        if len(self._windows("train")) < self.batch_size:
+            raise UserError(
+                f"the train split has {len(self._windows('train'))} windows of model.train_length={self.seq_len}, "
+                f"fewer than one batch of data.batch_size={self.batch_size}: use more data or a smaller batch"
+            )
+        for split, (tokens, what) in (needs or {}).items():
+            have = len(self.stream(split))
+            if have < tokens:
+                raise UserError(
+                    f"{what} needs {tokens} tokens of the {split} split, which has {have}: "
+                    "lower the eval lengths or max_tokens, or use a larger corpus"
+                )
+
     def _windows(self, split: str, max_windows: int | None = None) -> PackedWindows:
         windows = PackedWindows(self.stream(split), self.seq_len, max_windows)
         if len(windows) == 0:
@@ -73,16 +98,28 @@ class LongContextDataModule(L.LightningDataModule):
         return windows
 
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
-            self._windows("train"),
+        # The order is a function of (seed, epoch) and the loader is stateful, so a
+        # run resumed from a mid-epoch checkpoint continues with the very next batch.
+        trainer = self.trainer
+        windows = self._windows("train")
+        sampler = ResumableSampler(
+            len(windows),
+            seed=self.seed,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+        )
+        return ResumableDataLoader(
+            windows,
+            sampler=sampler,
             batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=True,
-            generator=generator,
+            progress=self._batches_done if trainer is not None else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+
+    def _batches_done(self) -> int:
+        """Batches of the current epoch the fit loop has finished (what a resume must skip)."""
+        return int(self.trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(

@@ -44,13 +44,18 @@ def tokenize_split(corpus: Corpus, tokenizer: Tokenizer, split: str, cache_dir: 
     dtype = _dtype_for(tokenizer.vocab_size)
     pieces: list[np.ndarray] = []
     eos = np.array([tokenizer.eos_token_id], dtype=dtype)
+    documents = 0
     for text in corpus.documents(split):
+        documents += 1
         if not text:
             continue
         pieces.append(np.asarray(tokenizer.encode(text), dtype=dtype))
         pieces.append(eos)
     if not pieces:
-        raise UserError(f"the {split} split of corpus {corpus.name!r} is empty: add files or change the split fractions")
+        what = f"its {documents} documents are all empty" if documents else "it has no documents"
+        raise UserError(
+            f"the {split} split of corpus {corpus.name!r} is empty ({what}): add files or change the split fractions"
+        )
     tokens = np.concatenate(pieces)
     cache_dir.mkdir(parents=True, exist_ok=True)
     # Write then rename: a run killed mid-write never leaves a truncated cache behind.

@@ -61,11 +61,42 @@ def preflight_train(cfg: DictConfig) -> dict[str, Any]:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     if model.get("path") is not None or model.get("tokenizer") == "hf":
         check_model_dir(model.get("path"), model.get("name", "model"))
-    if cfg.get("ckpt_path"):
-        require_file(cfg.ckpt_path, "ckpt_path", "a Lightning .ckpt to resume from")
+    train_length = model.get("train_length")
+    if not isinstance(train_length, int) or isinstance(train_length, bool) or train_length < 2:
+        raise UserError(f"model.train_length must be an integer >= 2 (the training sequence length), got {train_length!r}")
+    if cfg.get("ckpt_path") and str(cfg.ckpt_path) != "auto":  # auto is resolved by the workflow
+        from clexlab.utils.resume import resolve_ckpt_path
+
+        resolve_ckpt_path(cfg)  # exists, readable, written by train.py for a model of this shape
     if cfg.get("init_from"):
         require_file(cfg.init_from, "init_from", "a clexlab .ckpt whose weights start this run")
+    if "trainer" in cfg:
+        check_devices(cfg.trainer)
     return typed
+
+
+def check_devices(trainer: Any) -> None:
+    """``trainer.devices`` must fit the machine: one line instead of Lightning's exception after startup.
+
+    CPU "devices" are processes (any number works), so only GPU requests are counted.
+    """
+    import torch
+
+    accelerator = str(trainer.get("accelerator", "auto")).lower()
+    devices = trainer.get("devices", "auto")
+    if isinstance(devices, str) and devices.lstrip("-").isdigit():
+        devices = int(devices)
+    if isinstance(devices, bool) or isinstance(devices, float):
+        raise UserError(f"trainer.devices must be a number, a list of device ids or auto, got {devices!r}")
+    if isinstance(devices, int) and (devices == 0 or devices < -1):
+        raise UserError(f"trainer.devices must be >= 1 (or -1 for all), got {devices}")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if accelerator in ("gpu", "cuda") and gpus == 0:
+        raise UserError(f"trainer.accelerator={accelerator} but this machine has no usable GPU: use trainer.accelerator=cpu (or auto)")
+    count = len(devices) if OmegaConf.is_list(devices) or isinstance(devices, list) else devices
+    wants_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
+    if wants_gpu and isinstance(count, int) and count > gpus:
+        raise UserError(f"trainer.devices={count} but this machine has {gpus} GPU(s): lower trainer.devices (or -1 for all)")
 
 
 CKPT_HINT = "a clexlab checkpoint, e.g. outputs/<date>/<time>/checkpoints/last.ckpt"

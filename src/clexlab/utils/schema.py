@@ -67,10 +67,11 @@ class RopeConfig:
 
 @dataclass
 class TrainConfig:
-    """The ``train`` node: position sampling for any method."""
+    """The ``train`` node: position sampling for any method, and what a NaN/Inf step does."""
 
     position_sampling: bool | None = None
     sampling_max_scale: int | None = None
+    skip_nonfinite: bool = False  # True: skip NaN/Inf steps (counted) instead of stopping the run
 
     def __post_init__(self) -> None:
         if self.sampling_max_scale is not None and self.sampling_max_scale < 1:
@@ -96,15 +97,44 @@ class OptimConfig:
             raise UserError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
 
+PROTOCOLS = ("chunks", "sliding")
+TASKS = ("ppl", "passkey")
+
+
+@dataclass
+class PasskeyEvalConfig:
+    """``eval.passkey``: the passkey-retrieval grid (part of :class:`EvalConfig`)."""
+
+    lengths: list[int] | None = None  # prompt lengths in tokens; null = the perplexity lengths
+    depths: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    samples: int = 5
+    max_new_tokens: int = 10
+
+    def __post_init__(self) -> None:
+        for n in self.lengths or []:
+            if n <= 0:
+                raise UserError(f"eval.passkey.lengths must be positive integers, got {list(self.lengths)}")
+        if not self.depths or any(not 0.0 <= d <= 1.0 for d in self.depths):
+            raise UserError(f"eval.passkey.depths must be fractions in [0, 1], got {list(self.depths)}")
+        if self.samples < 1:
+            raise UserError(f"eval.passkey.samples must be >= 1, got {self.samples}")
+        if self.max_new_tokens < 5:
+            raise UserError(f"eval.passkey.max_new_tokens must be >= 5 (a key has 5 digits), got {self.max_new_tokens}")
+
+
 @dataclass
 class EvalConfig:
-    """The ``eval`` node: lengths and budget of the long-context evaluation."""
+    """The ``eval`` node: lengths, budget, protocol and tasks of the long-context evaluation."""
 
     multiples: list[float] = field(default_factory=lambda: [1, 2, 4, 8])
     lengths: list[int] | None = None
     max_tokens: int = 16384
     batch_size: int = 4
     split: str = "test"
+    protocol: str = "chunks"
+    stride: int = 256
+    tasks: list[str] = field(default_factory=lambda: ["ppl"])
+    passkey: PasskeyEvalConfig = field(default_factory=PasskeyEvalConfig)
 
     def __post_init__(self) -> None:
         for n in self.lengths or []:
@@ -119,6 +149,13 @@ class EvalConfig:
             raise UserError(f"eval.batch_size must be > 0, got {self.batch_size}")
         if self.split not in ("train", "val", "test"):
             raise UserError(f"eval.split must be train, val or test, got {self.split!r}")
+        if self.protocol not in PROTOCOLS:
+            raise UserError(f"eval.protocol must be one of {list(PROTOCOLS)}, got {self.protocol!r}")
+        if self.stride <= 0:
+            raise UserError(f"eval.stride must be a positive number of tokens, got {self.stride}")
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if not self.tasks or unknown:
+            raise UserError(f"eval.tasks must be a non-empty subset of {list(TASKS)}, got {list(self.tasks)}")
 
 
 SCHEMAS: dict[str, type] = {

@@ -47,7 +47,7 @@ def run_extrapolation(cfg: DictConfig) -> dict[str, Any]:
     root = Path(cfg.paths.output_dir)
     base = _stage(cfg, root / "base", protocol.base_steps, {"name": "none", "factor": 1.0})
     if not base.get("checkpoint"):
-        raise UserError("stage 1 wrote no checkpoint: keep callbacks.model_checkpoint in the config")
+        raise UserError("stage 1 wrote no checkpoint: keep callbacks.last_checkpoint in the config")
     base_ckpt = base["checkpoint"]
     for method in protocol.methods:
         rope = OmegaConf.to_container(method.rope, resolve=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -11,9 +13,13 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from clexlab.callbacks import LastCheckpoint, LongContextEval
+from clexlab.evaluation.perplexity import resolve_lengths, target_budget
 from clexlab.models import LongContextLM
 from clexlab.models.init_from import load_weights_from
 from clexlab.utils.checks import preflight_train
+from clexlab.utils.errors import StopRequested, UserError
+from clexlab.utils.resume import resolve_ckpt_path
 from clexlab.workflows.common import (
     container,
     evaluate_and_report,
@@ -34,9 +40,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model_cfg = container(cfg.model)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = cfg.paths.output_dir
+    _refuse_finished_run_dir(output_dir)
+    ckpt_path = resolve_ckpt_path(cfg)  # a file, the one ckpt_path=auto finds, or None; checked against the model
 
     tokenizer = tokenizer_for(model_cfg)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer, _recursive_=True)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    # Too little data for the windows or the evaluations: say so now, not after days of training.
+    datamodule.check_fits(_eval_needs(typed["eval"], callbacks, int(model_cfg["train_length"])))
     module = LongContextLM(
         model=model_cfg,
         rope=container(cfg.rope),
@@ -46,17 +57,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         seed=cfg.seed,
         train=container(cfg.get("train")),
         data=container(cfg.data),
+        load_weights=ckpt_path is None,  # the checkpoint replaces the pretrained weights anyway
     )
     if cfg.get("init_from"):
         load_weights_from(module, cfg.init_from)
     loggers = instantiate_loggers(cfg.get("logger"))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_callbacks(cfg.get("callbacks")), logger=loggers or False)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except RuntimeError as err:
+        if ckpt_path and "state_dict" in str(err):
+            raise UserError(f"ckpt_path={ckpt_path} does not fit this model: {str(err).splitlines()[0]}") from err
+        raise
     train_seconds = time.perf_counter() - started
+    last = next((cb for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)), None)
+    if last is not None and last.stop_signal is not None:
+        _stopped(last, trainer, loggers)
     if trainer.interrupted:
         log.warning("training was interrupted; evaluating the weights reached so far")
 
@@ -78,7 +98,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 "global_step": trainer.global_step,
                 "train_seconds": round(train_seconds, 1),
                 "seed": cfg.seed,
-                "checkpoint": trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else None,
+                "checkpoint": _last_checkpoint_path(trainer),
             },
         )
         print(f"trained {trainer.global_step} steps in {train_seconds / 60:.1f} min; run directory: {output_dir}")
@@ -91,3 +111,54 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return payload
+
+
+def _last_checkpoint_path(trainer: L.Trainer) -> str | None:
+    """The newest ``last.ckpt`` any checkpoint callback wrote (None without one)."""
+    paths = [cb.last_model_path for cb in trainer.checkpoint_callbacks if getattr(cb, "last_model_path", "")]
+    return paths[0] if paths else None
+
+
+def _refuse_finished_run_dir(output_dir: str | Path) -> None:
+    """Never train into a directory that already holds a run's results or checkpoints.
+
+    Two runs started in the same second get the same ``outputs/<date>/<time>``;
+    the second would overwrite the first one's checkpoints and results.
+    """
+    out = Path(output_dir)
+    taken = [p.name for p in (out / "results.json", out / "checkpoints") if p.exists() and (p.is_file() or any(p.iterdir()))]
+    if taken:
+        raise UserError(
+            f"{out} already holds a run ({', '.join(taken)}): start again (a new directory) or set hydra.run.dir=...; "
+            f"to continue that run use ckpt_path={out / 'checkpoints' / 'last.ckpt'}"
+        )
+
+
+def _eval_needs(eval_cfg: Any, callbacks: list[L.Callback], train_length: int) -> dict[str, tuple[int, str]]:
+    """Tokens each split must hold for the final evaluation and the evaluations during training."""
+    needs: dict[str, tuple[int, str]] = {}
+
+    def need(split: str, lengths: list[int], max_tokens: int, what: str) -> None:
+        tokens = target_budget(lengths, max_tokens) + 1
+        if tokens > needs.get(split, (0, ""))[0]:
+            needs[split] = (tokens, what)
+
+    lengths = resolve_lengths(train_length, eval_cfg.multiples, eval_cfg.lengths)
+    need(eval_cfg.split, lengths, eval_cfg.max_tokens, f"eval (lengths {lengths}, eval.max_tokens={eval_cfg.max_tokens})")
+    for cb in callbacks:
+        if isinstance(cb, LongContextEval):
+            lengths = resolve_lengths(train_length, cb.multiples, cb.lengths)
+            need(cb.split, lengths, cb.max_tokens, f"callbacks.long_context_eval (lengths {lengths}, max_tokens={cb.max_tokens})")
+    return needs
+
+
+def _stopped(last: LastCheckpoint, trainer: L.Trainer, loggers: list) -> None:
+    """After a Ctrl-C / SIGTERM stop: close the loggers and leave with the resume command."""
+    for logger in loggers:
+        logger.finalize("aborted")
+    name = signal.Signals(last.stop_signal).name
+    raise StopRequested(
+        f"stopped by {name} after step {trainer.global_step}; checkpoint saved: {last.last_model_path}; "
+        f"resume with: python train.py <same overrides> ckpt_path={last.last_model_path}",
+        last.stop_signal,
+    )
