@@ -10,8 +10,9 @@ and predicts the last ``n`` of them.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,27 @@ def target_budget(lengths: Sequence[int], max_tokens: int) -> int:
     return lcm * max(1, int(max_tokens) // lcm)
 
 
+def held_out_stretch(tokens: np.ndarray | torch.Tensor, budget: int, lengths: Sequence[int], what: str) -> torch.Tensor:
+    """The first ``budget + 1`` tokens as int64, or a one-line error when the split is shorter."""
+    if len(tokens) < budget + 1:
+        raise UserError(
+            f"{what} needs {budget + 1} tokens for lengths {list(lengths)} but the split has {len(tokens)}: "
+            "lower eval.max_tokens or the eval lengths, or use a larger corpus"
+        )
+    return torch.as_tensor(np.asarray(tokens[: budget + 1], dtype=np.int64))
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model.eval()`` for the block, the previous mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def perplexity_at_lengths(
     model: nn.Module,
@@ -68,18 +90,10 @@ def perplexity_at_lengths(
     Returns:
         ``{length: LengthResult}`` with this rank's partial sums.
     """
-    budget = target_budget(lengths, max_tokens)
-    if len(tokens) < budget + 1:
-        raise UserError(
-            f"eval needs {budget + 1} tokens for lengths {list(lengths)} but the split has {len(tokens)}: "
-            "lower eval.max_tokens or the eval lengths, or use a larger corpus"
-        )
-    stream = torch.as_tensor(np.asarray(tokens[: budget + 1], dtype=np.int64))
+    stream = held_out_stretch(tokens, target_budget(lengths, max_tokens), lengths, "eval")
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     results: dict[int, LengthResult] = {}
-    try:
+    with eval_mode(model):
         for length in lengths:
             windows = stream[:-1].view(-1, length)[rank::world_size]
             targets = stream[1:].view(-1, length)[rank::world_size]
@@ -96,8 +110,6 @@ def perplexity_at_lengths(
                 nll += float(batch_nll)
                 count += int(batch_count)
             results[int(length)] = LengthResult(int(length), nll, count)
-    finally:
-        model.train(was_training)
     return results
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clexlab.evaluation.perplexity import LengthResult
+from clexlab.evaluation.perplexity import LengthResult, eval_mode, held_out_stretch
 from clexlab.models.loss import causal_lm_nll
 from clexlab.utils.errors import UserError
 
@@ -107,17 +107,10 @@ def sliding_window_perplexity(
     if int(stride) <= 0:
         raise UserError(f"eval.stride must be a positive number of tokens, got {stride}")
     budget = sliding_budget(lengths, max_tokens)
-    if len(tokens) < budget + 1:
-        raise UserError(
-            f"sliding-window eval needs {budget + 1} tokens for lengths {list(lengths)} but the split has "
-            f"{len(tokens)}: lower eval.max_tokens or the eval lengths, or use a larger corpus"
-        )
-    stream = torch.as_tensor(np.asarray(tokens[: budget + 1], dtype=np.int64))
+    stream = held_out_stretch(tokens, budget, lengths, "sliding-window eval")
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     results: dict[int, LengthResult] = {}
-    try:
+    with eval_mode(model):
         for length in lengths:
             length = int(length)
             plan = window_plan(budget, length, int(stride))[rank::world_size]
@@ -141,6 +134,4 @@ def sliding_window_perplexity(
                 nll += float(batch_nll)
                 count += int(batch_count)
             results[length] = LengthResult(length, nll, count)
-    finally:
-        model.train(was_training)
     return results
