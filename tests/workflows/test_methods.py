@@ -74,3 +74,24 @@ def test_extrapolation_protocol_continues_every_method_from_one_base(compose_tra
     assert base["global_step"] == 2 and frozen["global_step"] == 1 and inference["global_step"] == 0
     assert inference["rope"] == "ntk" and inference["rope_factor"] == 16.0
     assert (run / "ppl_vs_length.png").is_file()
+
+
+def test_passkey_grid_during_training_is_logged(compose_train, tmp_path):
+    from clexlab.workflows.train import train
+
+    cfg = compose_train(
+        *FAST,
+        "logger=csv",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "callbacks.passkey_eval.every_n_steps=1",
+        "callbacks.passkey_eval.lengths=[256,320]",
+        "callbacks.passkey_eval.depths=[0.5]",
+        "callbacks.passkey_eval.samples=1",
+    )
+    train(cfg)
+    header, *rows = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()
+    assert "val/passkey@256" in header and "val/passkey@320" in header
+    column = header.split(",").index("val/passkey@256")
+    values = [r.split(",")[column] for r in rows if r.split(",")[column]]
+    assert len(values) == 2 and all(0.0 <= float(v) <= 1.0 for v in values)  # steps 1 and 2

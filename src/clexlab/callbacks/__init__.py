@@ -3,6 +3,7 @@
 from clexlab.callbacks.last_checkpoint import LastCheckpoint
 from clexlab.callbacks.long_context_eval import LongContextEval
 from clexlab.callbacks.nonfinite import NonFiniteError, NonFiniteGuard
+from clexlab.callbacks.passkey_eval import PasskeyEval
 from clexlab.callbacks.rng_state import RNGStateCheckpoint
 
-__all__ = ["LastCheckpoint", "LongContextEval", "NonFiniteError", "NonFiniteGuard", "RNGStateCheckpoint"]
+__all__ = ["LastCheckpoint", "LongContextEval", "NonFiniteError", "NonFiniteGuard", "PasskeyEval", "RNGStateCheckpoint"]
