@@ -45,7 +45,7 @@ from clexlab.models import LongContextLM
 from clexlab.rope import CLEXRotaryEmbedding, find_rotary
 from clexlab.utils.checks import preflight_eval
 from clexlab.utils.errors import UserError
-from clexlab.workflows.common import instantiate_loggers, tokenizer_for
+from clexlab.workflows.common import instantiate_all, tokenizer_for
 
 log = logging.getLogger("clexlab")
 STDLIB_DATA = Path(__file__).resolve().parents[3] / "conf" / "data" / "stdlib.yaml"
@@ -175,8 +175,11 @@ def _log_everything(loggers, payload: dict[str, Any], images: dict[str, Path], s
         logger.finalize("success")
 
 
-def run_suite(subject: Subject, eval_cfg: Any, cfg: DictConfig, loggers=()) -> dict[str, Any]:
+def run_suite(subject: Subject, eval_cfg: Any, cfg: DictConfig, loggers=(), datamodule=None) -> dict[str, Any]:
     """Run the configured tasks on ``subject``; write results, report and figures to the run directory.
+
+    ``datamodule``: the data already built (train.py's final evaluation); else built by
+    :func:`datamodule_for`. The loggers are finalized at the end.
 
     Returns:
         The ``results.json`` payload.
@@ -197,7 +200,7 @@ def run_suite(subject: Subject, eval_cfg: Any, cfg: DictConfig, loggers=()) -> d
         extra.setdefault("max_scale", clex.max_scale)
 
     if "ppl" in eval_cfg.tasks:
-        stream = datamodule_for(cfg, subject).stream(eval_cfg.split)
+        stream = (datamodule or datamodule_for(cfg, subject)).stream(eval_cfg.split)
         if eval_cfg.protocol == "sliding":
             results = sliding_window_perplexity(
                 model, stream, lengths, eval_cfg.stride, eval_cfg.max_tokens, eval_cfg.batch_size, progress=True
@@ -244,4 +247,4 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         subject = subject_from_directory(OmegaConf.to_container(cfg.model, resolve=True))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     subject.model = subject.model.to(device).eval()
-    return run_suite(subject, eval_cfg, cfg, instantiate_loggers(cfg.get("logger")))
+    return run_suite(subject, eval_cfg, cfg, instantiate_all(cfg.get("logger")))

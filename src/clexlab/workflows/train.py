@@ -20,14 +20,8 @@ from clexlab.models.init_from import load_weights_from
 from clexlab.utils.checks import preflight_train
 from clexlab.utils.errors import StopRequested, UserError
 from clexlab.utils.resume import resolve_ckpt_path
-from clexlab.workflows.common import (
-    container,
-    evaluate_and_report,
-    instantiate_callbacks,
-    instantiate_loggers,
-    log,
-    tokenizer_for,
-)
+from clexlab.workflows.common import container, instantiate_all, log, tokenizer_for
+from clexlab.workflows.evaluate import Subject, run_suite
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -45,7 +39,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     tokenizer = tokenizer_for(model_cfg)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer, _recursive_=True)
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    callbacks = instantiate_all(cfg.get("callbacks"))
     # Too little data for the windows or the evaluations: say so now, not after days of training.
     datamodule.check_fits(_eval_needs(typed["eval"], callbacks, int(model_cfg["train_length"])))
     module = LongContextLM(
@@ -61,7 +55,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     if cfg.get("init_from"):
         load_weights_from(module, cfg.init_from)
-    loggers = instantiate_loggers(cfg.get("logger"))
+    loggers = instantiate_all(cfg.get("logger"))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -82,28 +76,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     payload: dict[str, Any] = {}
     if trainer.is_global_zero:
-        payload = evaluate_and_report(
-            module.model,
-            datamodule,
-            module.train_length,
-            typed["eval"],
-            output_dir,
-            loggers,
-            extra={
-                "rope": cfg.rope.name,
-                "method": cfg.get("label") or module.method,
-                "rope_factor": cfg.rope.get("factor"),
-                "position_sampling": module.position_sampling,
-                "model": model_cfg.get("name"),
-                "global_step": trainer.global_step,
-                "train_seconds": round(train_seconds, 1),
-                "seed": cfg.seed,
-                "checkpoint": _last_checkpoint_path(trainer),
-            },
-        )
+        extra = {
+            "rope": cfg.rope.name,
+            "method": cfg.get("label") or module.method,
+            "rope_factor": cfg.rope.get("factor"),
+            "position_sampling": module.position_sampling,
+            "model": model_cfg.get("name"),
+            "global_step": trainer.global_step,
+            "train_seconds": round(train_seconds, 1),
+            "seed": cfg.seed,
+            "checkpoint": _last_checkpoint_path(trainer),
+        }
+        # The same evaluation, report and figures as eval.py, on the data already loaded.
+        subject = Subject(module.model, tokenizer, module.train_length, None, extra, list(getattr(tokenizer, "bos_prefix", [])))
+        payload = run_suite(subject, typed["eval"], cfg, loggers, datamodule=datamodule)  # finalizes the loggers
         print(f"trained {trainer.global_step} steps in {train_seconds / 60:.1f} min; run directory: {output_dir}")
-    for logger in loggers:
-        logger.finalize("success")
+    else:
+        for logger in loggers:
+            logger.finalize("success")
     if any(isinstance(logger, WandbLogger) for logger in loggers):
         import wandb
 
