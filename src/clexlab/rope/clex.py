@@ -25,6 +25,7 @@ from torch import nn
 from clexlab.rope.dynamics import CLEXDynamics
 from clexlab.rope.ntk import rope_log_inv_freq
 from clexlab.rope.fast_solver import solve_log_inv_freq_fast
+from clexlab.rope.fused_rotary import tag_angles
 from clexlab.rope.solver import SOLVERS, solve_log_inv_freq
 
 
@@ -77,6 +78,8 @@ class CLEXRotaryEmbedding(nn.Module):
         self._table: torch.Tensor | None = None
         self._table_key: tuple | None = None
         self._cos_sin_cache: tuple | None = None
+        # Set by install_clex when the model's attention takes the fused angle gradient.
+        self.fused_rotary = False
 
     # ----------------------------------------------------------------- scale
     def scale_for_length(self, length: int) -> int:
@@ -140,13 +143,28 @@ class CLEXRotaryEmbedding(nn.Module):
 
     def _cos_sin(self, t: int, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         inv_freq = self.log_inv_freq(t).exp().to(position_ids.device)
+        batch = position_ids.shape[0]
+        # Training passes one row of sampled positions expanded over the batch (stride 0):
+        # compute cos/sin (and, through the solve, their backward) once, not once per row.
+        shared = batch > 1 and position_ids.stride(0) == 0
+        rows = position_ids[:1] if shared else position_ids
         device_type = position_ids.device.type if position_ids.device.type in ("cuda", "cpu") else "cpu"
         with torch.autocast(device_type=device_type, enabled=False):
-            freqs = position_ids[..., None].float() * inv_freq
-            emb = torch.cat((freqs, freqs), dim=-1)
-            cos = emb.cos() * self.attention_scaling
-            sin = emb.sin() * self.attention_scaling
-        return cos.to(dtype), sin.to(dtype)
+            angles = rows[..., None].float() * inv_freq
+            # Fused: cos/sin are constants to autograd and each layer sends one angle
+            # gradient instead (clexlab.rope.fused_rotary); otherwise autograd differentiates them.
+            fused = self.fused_rotary and angles.requires_grad
+            source = angles.detach() if fused else angles
+            emb = torch.cat((source, source), dim=-1)
+            cos, sin = emb.cos(), emb.sin()
+            if self.attention_scaling != 1.0:
+                cos, sin = cos * self.attention_scaling, sin * self.attention_scaling
+        cos, sin = cos.to(dtype), sin.to(dtype)
+        if shared:
+            cos, sin = cos.expand(batch, -1, -1), sin.expand(batch, -1, -1)
+        if fused:
+            tag_angles(cos, angles)
+        return cos, sin
 
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(cos, sin)`` of shape ``[batch, seq, head_dim]`` in ``x.dtype``."""

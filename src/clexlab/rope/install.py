@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from clexlab.rope.clex import CLEXRotaryEmbedding
+from clexlab.rope.fused_rotary import patch_rotary_application
 from clexlab.rope.generation import enable_cached_generation
 
 
@@ -38,7 +39,8 @@ def install_clex(model: nn.Module, train_length: int, max_scale: int, **options)
     :class:`CLEXRotaryEmbedding`. The new module lives on the device of the old
     ``inv_freq`` buffer, in float32 (the ODE weights are tiny and precision-sensitive).
     ``model.generate`` then stays exact across scale changes (see
-    :mod:`clexlab.rope.generation`).
+    :mod:`clexlab.rope.generation`), and training sends the frequency gradient
+    through :mod:`clexlab.rope.fused_rotary` where the attention allows it.
     """
     old = find_rotary(model)
     device = old.inv_freq.device if hasattr(old, "inv_freq") else None
@@ -52,5 +54,7 @@ def install_clex(model: nn.Module, train_length: int, max_scale: int, **options)
     if device is not None and device.type != "meta":
         rope = rope.to(device)
     getattr(model, "model", model).rotary_emb = rope
+    # One angle gradient per layer instead of autograd through cos and sin (same values).
+    rope.fused_rotary = patch_rotary_application(model)
     enable_cached_generation(model)
     return rope
