@@ -17,6 +17,11 @@ from clexlab.utils.errors import report_user_errors
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     preflight_train(cfg)  # bad input fails here, before Lightning and transformers load
+    if cfg.get("dry_run"):  # per-GPU memory plan on the meta device; nothing is trained
+        from clexlab.workflows.dry_run import dry_run
+
+        dry_run(cfg)
+        return
     if cfg.get("protocol"):  # experiment=extrapolation: several runs, one summary
         from clexlab.workflows.extrapolation import run_extrapolation
 

@@ -8,15 +8,58 @@ import torch
 from torch import nn
 
 from clexlab.utils.checks import check_model_dir
+from clexlab.utils.errors import UserError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# `auto`: a checkpoint keeps the dtype its config.json records (bf16 for LLaMA-2), so a 7B
+# model never exists as a float32 copy on the way; a model built in code has no such record.
+DTYPE_CHOICES = (*DTYPES, "auto")
 
 
-def build_tiny_llama(cfg: dict[str, Any], vocab_size: int) -> nn.Module:
-    """A randomly initialised LlamaForCausalLM with the sizes in ``cfg``."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def resolve_dtype(name: str | None, recorded: Any = None) -> torch.dtype:
+    """The torch dtype for ``model.dtype``.
 
-    config = LlamaConfig(
+    Args:
+        name: ``float32``, ``bfloat16``, ``float16`` or ``auto``.
+        recorded: the checkpoint's own dtype (a torch dtype or its name), used by ``auto``;
+            None (a model built in code, or a config without one) means float32.
+    """
+    name = name or "float32"
+    if name == "auto":
+        if isinstance(recorded, torch.dtype):
+            return recorded
+        return DTYPES.get(str(recorded).removeprefix("torch."), torch.float32) if recorded else torch.float32
+    if name not in DTYPES:
+        raise UserError(f"model.dtype must be one of {list(DTYPE_CHOICES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def model_vocab_size(cfg: dict[str, Any], tokenizer_vocab: int | None) -> int:
+    """Rows of the embedding of a model built in code: ``model.vocab_size``, else the tokenizer's.
+
+    A larger ``model.vocab_size`` than the tokenizer needs is allowed (benchmarks want the
+    real 32000-row embedding and LM head with byte tokens); a smaller one would index out of range.
+    """
+    configured = cfg.get("vocab_size")
+    if configured is None:
+        if tokenizer_vocab is None:
+            raise UserError(f"model={cfg.get('name', 'model')} needs model.vocab_size=... (no tokenizer to take it from)")
+        return int(tokenizer_vocab)
+    if isinstance(configured, bool) or not isinstance(configured, int) or configured < 1:
+        raise UserError(f"model.vocab_size must be a positive integer or null, got {configured!r}")
+    if tokenizer_vocab is not None and configured < tokenizer_vocab:
+        raise UserError(
+            f"model.vocab_size={configured} is smaller than the tokenizer's vocabulary ({tokenizer_vocab}): "
+            "raise it or set model.vocab_size=null"
+        )
+    return configured
+
+
+def tiny_llama_config(cfg: dict[str, Any], vocab_size: int):
+    """The ``LlamaConfig`` of a model built in code from the sizes in ``cfg``."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=cfg["hidden_size"],
         intermediate_size=cfg["intermediate_size"],
@@ -28,27 +71,41 @@ def build_tiny_llama(cfg: dict[str, Any], vocab_size: int) -> nn.Module:
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         attn_implementation=cfg.get("attn_implementation", "sdpa"),
     )
-    return LlamaForCausalLM(config).to(DTYPES[cfg.get("dtype", "float32")])
+
+
+def build_tiny_llama(cfg: dict[str, Any], vocab_size: int) -> nn.Module:
+    """A randomly initialised LlamaForCausalLM with the sizes in ``cfg``.
+
+    ``vocab_size`` is the tokenizer's; ``cfg['vocab_size']``, when set, overrides it
+    (see :func:`model_vocab_size`).
+    """
+    from transformers import LlamaForCausalLM
+
+    config = tiny_llama_config(cfg, model_vocab_size(cfg, vocab_size))
+    return LlamaForCausalLM(config).to(resolve_dtype(cfg.get("dtype")))
 
 
 def load_pretrained(cfg: dict[str, Any], load_weights: bool = True) -> nn.Module:
     """Load ``cfg['path']`` with transformers, local files only, never remote code.
 
     With ``load_weights=False`` only the architecture is built (the weights
-    then come from a clexlab checkpoint).
+    then come from a clexlab checkpoint). ``model.dtype: auto`` keeps the
+    checkpoint's recorded dtype: transformers then reads the shards straight
+    into parameters of that dtype, never through a float32 copy.
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = check_model_dir(cfg.get("path"), cfg.get("name", "model"))
-    dtype = DTYPES[cfg.get("dtype", "float32")]
+    name = cfg.get("dtype") or "float32"
     attn = cfg.get("attn_implementation", "sdpa")
     if load_weights:
+        dtype = "auto" if name == "auto" else resolve_dtype(name)
         return AutoModelForCausalLM.from_pretrained(
             str(path), dtype=dtype, local_files_only=True, trust_remote_code=False, attn_implementation=attn
         )
     config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     config._attn_implementation = attn
-    return AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return AutoModelForCausalLM.from_config(config, dtype=resolve_dtype(name, getattr(config, "dtype", None)))
 
 
 def build_model(cfg: dict[str, Any], vocab_size: int, load_weights: bool = True) -> nn.Module:
@@ -57,3 +114,25 @@ def build_model(cfg: dict[str, Any], vocab_size: int, load_weights: bool = True)
     if cfg.get("gradient_checkpointing"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
+
+
+def build_skeleton(cfg: dict[str, Any], tokenizer_vocab: int | None = None) -> nn.Module:
+    """The model of ``cfg`` on the meta device: shapes and parameter counts, no memory, no weights read.
+
+    The architecture comes from ``config.json`` in ``cfg['path']`` when one is set
+    (the checkpoint's shapes win), otherwise from the sizes in ``cfg``. SDPA is
+    used whatever ``attn_implementation`` says, so planning a flash-attention run
+    needs no flash-attention package here.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = cfg.get("path")
+    if path and str(path) != "???":
+        config = AutoConfig.from_pretrained(str(check_model_dir(path, cfg.get("name", "model"))), local_files_only=True)
+        dtype = resolve_dtype(cfg.get("dtype"), getattr(config, "dtype", None))
+    else:
+        config = tiny_llama_config({**cfg, "attn_implementation": "sdpa"}, model_vocab_size(cfg, tokenizer_vocab))
+        dtype = resolve_dtype(cfg.get("dtype"))
+    config._attn_implementation = "sdpa"
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, dtype=dtype)

@@ -11,6 +11,10 @@ from omegaconf import DictConfig, OmegaConf
 from clexlab.utils.errors import UserError
 from clexlab.utils.schema import validate_config, validate_node
 
+# model.dtype values (clexlab.models.builder maps them; `auto` = a checkpoint's own dtype).
+# Spelled out here so the check runs before torch/transformers are imported.
+DTYPE_NAMES = ("float32", "bfloat16", "float16", "auto")
+
 
 def check_model_dir(path: str | None, name: str = "model") -> Path:
     """Validate a local Hugging Face model directory, or raise a one-line :class:`UserError`."""
@@ -59,11 +63,14 @@ def preflight_train(cfg: DictConfig) -> dict[str, Any]:
     """
     typed = validate_config(cfg)
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    if model.get("path") is not None or model.get("tokenizer") == "hf":
-        check_model_dir(model.get("path"), model.get("name", "model"))
-    train_length = model.get("train_length")
-    if not isinstance(train_length, int) or isinstance(train_length, bool) or train_length < 2:
-        raise UserError(f"model.train_length must be an integer >= 2 (the training sequence length), got {train_length!r}")
+    dry = typed["dry_run"].dry_run
+    path = model.get("path")
+    weightless = dry and (path is None or str(path) == "???")  # a dry run builds on the meta device
+    if not weightless and (path is not None or model.get("tokenizer") == "hf"):
+        check_model_dir(path, model.get("name", "model"))
+    check_model_node(model)
+    if dry:
+        return typed  # planning for other machines: resume files and this machine's GPUs do not matter
     if cfg.get("ckpt_path") and str(cfg.ckpt_path) != "auto":  # auto is resolved by the workflow
         from clexlab.utils.resume import resolve_ckpt_path
 
@@ -73,6 +80,19 @@ def preflight_train(cfg: DictConfig) -> dict[str, Any]:
     if "trainer" in cfg:
         check_devices(cfg.trainer)
     return typed
+
+
+def check_model_node(model: dict[str, Any]) -> None:
+    """``model.train_length``, ``model.dtype`` and ``model.vocab_size`` of a train config."""
+    train_length = model.get("train_length")
+    if not isinstance(train_length, int) or isinstance(train_length, bool) or train_length < 2:
+        raise UserError(f"model.train_length must be an integer >= 2 (the training sequence length), got {train_length!r}")
+    dtype = model.get("dtype") or "float32"
+    if dtype not in DTYPE_NAMES:
+        raise UserError(f"model.dtype must be one of {list(DTYPE_NAMES)}, got {dtype!r}")
+    vocab = model.get("vocab_size")
+    if vocab is not None and (not isinstance(vocab, int) or isinstance(vocab, bool) or vocab < 1):
+        raise UserError(f"model.vocab_size must be a positive integer or null (the tokenizer's), got {vocab!r}")
 
 
 def check_devices(trainer: Any) -> None:

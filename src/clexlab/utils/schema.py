@@ -158,6 +158,18 @@ class EvalConfig:
             raise UserError(f"eval.tasks must be a non-empty subset of {list(TASKS)}, got {list(self.tasks)}")
 
 
+@dataclass
+class DryRunConfig:
+    """The top-level ``dry_run`` / ``dry_run_gpu_gb`` keys: plan a run's memory instead of training it."""
+
+    dry_run: bool = False
+    dry_run_gpu_gb: float = 80.0  # GPU memory the plan is checked against, GiB
+
+    def __post_init__(self) -> None:
+        if not self.dry_run_gpu_gb > 0:
+            raise UserError(f"dry_run_gpu_gb must be a positive number of GiB per GPU, got {self.dry_run_gpu_gb:g}")
+
+
 SCHEMAS: dict[str, type] = {
     "clex": ClexConfig,
     "rope": RopeConfig,
@@ -185,6 +197,17 @@ def validate_node(name: str, node: Any) -> Any:
         raise UserError(_one_line(err, f"{name}.{full_key}" if full_key else name)) from err
 
 
+def validate_dry_run(cfg: DictConfig) -> DryRunConfig:
+    """Check the top-level ``dry_run`` and ``dry_run_gpu_gb`` keys (absent: their defaults)."""
+    keys = {k: cfg[k] for k in ("dry_run", "dry_run_gpu_gb") if k in cfg}
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DryRunConfig), keys))
+    except OmegaConfBaseException as err:
+        raise UserError(_one_line(err, str(getattr(err, "full_key", None) or "dry_run"))) from err
+
+
 def validate_config(cfg: DictConfig) -> dict[str, Any]:
-    """Validate every schema'd node present in ``cfg``; return ``{name: dataclass}``."""
-    return {name: validate_node(name, cfg[name]) for name in SCHEMAS if name in cfg}
+    """Validate every schema'd node present in ``cfg``; return ``{name: dataclass}`` (plus ``dry_run``)."""
+    typed = {name: validate_node(name, cfg[name]) for name in SCHEMAS if name in cfg}
+    typed["dry_run"] = validate_dry_run(cfg)
+    return typed

@@ -1,0 +1,117 @@
+"""``python train.py ... dry_run=true``: a memory plan on the meta device, no weights, no training."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from clexlab.models.memory_plan import GIB
+from tests.conftest import CONF_DIR, run_cli
+
+LLAMA2_7B_PARAMS = 6_738_415_616  # LLaMA-2-7B without CLEX (the published count)
+LLAMA2_7B_ODE = 128 * 128  # one CLEX dynamics network: head_dim/2 x head_dim + head_dim x head_dim/2
+
+
+@pytest.fixture
+def trainer_overrides(tmp_path):
+    """``hydra.searchpath`` to stand-in trainer=fsdp / trainer=ddp files when conf/ has none yet."""
+    missing = [name for name in ("fsdp", "ddp") if not (CONF_DIR / "trainer" / f"{name}.yaml").exists()]
+    if not missing:
+        return []
+    targets = {"fsdp": "ModelParallelStrategy", "ddp": "DDPStrategy"}
+    for name in missing:
+        path = tmp_path / "conf" / "trainer" / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"defaults:\n  - default\n  - _self_\nstrategy:\n  _target_: lightning.pytorch.strategies.{targets[name]}\n")
+    return [f"hydra.searchpath=[file://{tmp_path / 'conf'}]"]
+
+
+def gib(output: str, label: str) -> float:
+    """The GiB figure on the line starting with ``label``."""
+    match = re.search(rf"^\s+{re.escape(label)}.*?(\d+\.\d+)\s*$", output, re.M)
+    assert match, f"no line {label!r} in:\n{output}"
+    return float(match.group(1))
+
+
+def dry_run_cli(tmp_path, *overrides):
+    return run_cli("train.py", *overrides, "dry_run=true", f"hydra.run.dir={tmp_path / 'run'}", "logger=none")
+
+
+def test_llama7b_fsdp_on_8_gpus(tmp_path, trainer_overrides):
+    result = dry_run_cli(
+        tmp_path, "model=llama7b", "clex.max_scale=16", "trainer=fsdp", "trainer.devices=8", *trainer_overrides
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    params = re.search(r"parameters: ([\d,]+) total = ([\d,]+) model \+ ([\d,]+) CLEX ODE", out)
+    assert params, out
+    total, model, ode = (int(g.replace(",", "")) for g in params.groups())
+    assert model == LLAMA2_7B_PARAMS
+    assert ode == LLAMA2_7B_ODE
+    assert total == LLAMA2_7B_PARAMS + LLAMA2_7B_ODE
+    assert "4096 tokens x micro-batch 1" in out and "bf16-mixed" in out and "sharded over 8 GPUs" in out
+    # fp32 master weights and gradients sharded 8 ways (the ODE replicated), AdamW twice that.
+    shard = 4 * (LLAMA2_7B_PARAMS // 8 + LLAMA2_7B_ODE) / GIB
+    assert gib(out, "weights") == pytest.approx(shard, abs=0.01)
+    assert gib(out, "gradients") == pytest.approx(shard, abs=0.01)
+    assert gib(out, "optimizer") == pytest.approx(2 * shard, abs=0.01)
+    # autocast's bf16 copies of every linear weight (all but the 131M-row embedding and the norms)
+    assert 12.0 < gib(out, "bf16 weight copies") < 12.6
+    # checkpointing: 32 layer inputs of 4096 x 4096 float32 = 2 GiB, plus the final norm and the loss's inputs
+    assert 2.0 < gib(out, "activations kept") < 2.5
+    peak = gib(out, "total")
+    assert 20 < peak < 40
+    assert f"verdict: fits in 80 GiB per GPU with {80 - peak:.2f} GiB headroom" in out
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "results.json").exists()
+
+
+def test_too_small_a_gpu_is_said_plainly(tmp_path, trainer_overrides):
+    result = dry_run_cli(tmp_path, "model=llama7b", "trainer=fsdp", "trainer.devices=8", "dry_run_gpu_gb=16", *trainer_overrides)
+    assert result.returncode == 0, result.stderr  # a plan, not a failure
+    verdicts = [line for line in result.stdout.splitlines() if line.startswith("verdict:")]
+    assert len(verdicts) == 1
+    over = re.search(r"does NOT fit in 16 GiB per GPU: needs (\d+\.\d+) GiB, (\d+\.\d+) GiB over", verdicts[0])
+    assert over, verdicts[0]
+    assert float(over.group(1)) - 16 == pytest.approx(float(over.group(2)), abs=0.011)
+
+
+def test_ddp_replicates_and_13b_reads_its_own_shapes(compose_train, trainer_overrides, capsys):
+    from clexlab.utils.checks import preflight_train
+    from clexlab.workflows.dry_run import build_plan, dry_run
+
+    cfg = compose_train("model=llama7b", "trainer=ddp", "trainer.devices=8", "dry_run=true", *trainer_overrides)
+    preflight_train(cfg)  # model.path=??? is fine in a dry run
+    plan, facts = build_plan(cfg)
+    assert not facts["sharded"] and plan.setup.shards == 1 and plan["gathered"] == 0
+    # every GPU: fp32 weights + grads + 2 AdamW states = 16 bytes a parameter: more than an 80 GiB GPU
+    assert plan["weights"] + plan["gradients"] + plan["optimizer"] > 16 * LLAMA2_7B_PARAMS
+    assert plan.total > 80 * GIB
+
+    cfg = compose_train("model=llama2_13b", "trainer=fsdp", "trainer.devices=8", "dry_run=true", *trainer_overrides)
+    plan = dry_run(cfg)
+    out = capsys.readouterr().out
+    assert plan.counts.total - plan.counts.ode == 13_015_864_320  # LLaMA-2-13B
+    assert "sharded over 8 GPUs" in out and out.count("verdict:") == 1
+
+
+def test_bad_gpu_memory_is_one_line(tmp_path):
+    result = run_cli("train.py", "model=llama7b", "dry_run=true", "dry_run_gpu_gb=0", f"hydra.run.dir={tmp_path / 'run'}", "logger=none")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["error: dry_run_gpu_gb must be a positive number of GiB per GPU, got 0"], result.stderr
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [("dry_run=maybe", "dry_run: Value 'maybe' is not a valid bool"), ("trainer.devices=auto", "dry_run needs trainer.devices as a number")],
+)
+def test_bad_dry_run_input_is_a_user_error(compose_train, override, message):
+    from clexlab.utils.checks import preflight_train
+    from clexlab.utils.errors import UserError
+    from clexlab.workflows.dry_run import build_plan
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        cfg = compose_train("model=llama7b", "dry_run=true", override)
+        preflight_train(cfg)
+        build_plan(cfg)
