@@ -113,6 +113,15 @@ def test_released_directory_loads_with_the_released_frequencies_and_same_logits(
         assert_close(logits(loaded, n), logits(model, n), atol=1e-5, rtol=1e-5)
 
 
+def test_dtype_auto_keeps_the_files_dtype(tmp_path):
+    model, rope = tiny_clex_llama()
+    directory = write_released_dir(model.to(torch.bfloat16), rope, tmp_path / "clex")
+    loaded, _ = load_official_clex(directory, dtype="auto")
+    assert loaded.model.embed_tokens.weight.dtype == torch.bfloat16
+    assert loaded.model.rotary_emb.dynamics.up_proj.dtype == torch.float32  # the ODE stays float32
+    assert load_official_clex(directory, dtype="float32")[0].lm_head.weight.dtype == torch.float32
+
+
 def test_log_scale_and_tied_embeddings_are_honoured(tmp_path):
     model, rope = tiny_clex_llama(log_scale=True, tie=True)
     directory = write_released_dir(model, rope, tmp_path / "clex", log_scale=True)

@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from clexlab.models.builder import DTYPES
 from clexlab.rope.clex import CLEXRotaryEmbedding
 from clexlab.rope.install import find_rotary, head_dim_of, install_clex, rope_base
 from clexlab.rope.log_scale import NAME as LOG_SCALE_ATTN
@@ -60,7 +61,6 @@ TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
     "added_tokens.json", "vocab.json", "merges.txt",
 )
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -116,7 +116,8 @@ def load_official_clex(
 
     Args:
         path: a released-format CLEX directory.
-        dtype: dtype of the transformer weights (the ODE always stays float32).
+        dtype: dtype of the transformer weights (the ODE always stays float32);
+            ``"auto"`` keeps the dtype the weight files hold.
         attn_implementation: transformers attention implementation.
         solver: clexlab CLEX solver (``"fast"`` or ``"rk4"`` for the released integrator).
         train_length: override of L (default: ``max_position_embeddings``).
@@ -174,7 +175,8 @@ def load_official_clex(
     missing = sorted(k for k, v in model.state_dict().items() if v.is_meta and "rotary_emb" not in k)
     if missing:
         raise UserError(f"{path} weights lack {len(missing)} tensors, e.g. {missing[:3]}")
-    model = model.to(DTYPES[dtype] if isinstance(dtype, str) else dtype)
+    if dtype != "auto":
+        model = model.to(DTYPES[dtype] if isinstance(dtype, str) else dtype)
 
     length = int(train_length or raw.get("max_position_embeddings"))
     rope = install_clex(
