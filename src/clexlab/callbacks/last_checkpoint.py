@@ -57,8 +57,12 @@ class LastCheckpoint(ModelCheckpoint):
         # interval still restores this callback's state instead of warning.
         return "LastCheckpoint"
 
-    def _save_last_now(self, trainer: L.Trainer) -> None:
-        if self._last_global_step_saved == trainer.global_step and Path(self.last_model_path or "").is_file():
+    def _save_last_now(self, trainer: L.Trainer, agree: bool = True) -> None:
+        saved = self._last_global_step_saved == trainer.global_step and Path(self.last_model_path or "").is_file()
+        if agree and trainer.world_size > 1:
+            # Saving is collective: follow rank 0, which wrote the file (other nodes may not see it).
+            saved = trainer.strategy.broadcast(saved)
+        if saved:
             return  # saved at this very step already (periodic save, then validation)
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
@@ -89,7 +93,7 @@ class LastCheckpoint(ModelCheckpoint):
         # Lightning raises SIGTERMException between steps, when the state is whole: save it.
         # Any other exception may come from the middle of a step: keep the last good file.
         if isinstance(exception, SIGTERMException) and trainer.global_step > 0:
-            self._save_last_now(trainer)
+            self._save_last_now(trainer, agree=False)  # no collective: not every rank need be here
 
     # -- signals --------------------------------------------------------------------------------
 

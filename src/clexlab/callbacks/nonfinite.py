@@ -15,6 +15,11 @@ weights at all, whatever produced them). With ``skip=True``
 every parameter whose ``grad`` is None untouched, moments included, so the step
 is a no-op except that the step counter and the LR schedule advance. Skips are
 counted in ``train/skipped_nonfinite``.
+
+With several processes every decision is taken by all ranks together (a NaN
+on any rank stops or skips the step everywhere): the losses of DDP ranks
+differ, and under FSDP each rank sees only its shard of the gradients, so a
+rank deciding alone would leave the others waiting in a collective.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from clexlab.models.sharding import local_part
 from clexlab.utils.errors import UserError
 
 HINT = "lower optim.lr, keep trainer.gradient_clip_val, check the data, or set train.skip_nonfinite=true to skip such steps"
@@ -35,7 +41,15 @@ class NonFiniteError(UserError):
 
 
 def _grads(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    return [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    # A sharded (FSDP2) gradient is checked through this rank's shard; the decision is reduced over ranks.
+    return [local_part(p.grad) for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+
+
+def _on_any_rank(trainer: L.Trainer, flag: bool) -> bool:
+    """``flag`` OR-ed over all ranks (every rank must call it at the same point)."""
+    if trainer.world_size <= 1:
+        return flag
+    return bool(trainer.strategy.reduce_boolean_decision(flag, all=False))
 
 
 def grads_finite(optimizer: torch.optim.Optimizer) -> bool:
@@ -83,14 +97,14 @@ class NonFiniteGuard(L.Callback):
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
         value = float(loss.detach())
-        if not math.isfinite(value):
-            self._bad = f"non-finite loss ({value})"
+        if _on_any_rank(trainer, not math.isfinite(value)):
+            self._bad = f"non-finite loss ({value})" if not math.isfinite(value) else "non-finite loss (on another rank)"
             if not self.skip:
                 self._stop(trainer, self._bad)
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer) -> None:
         # Runs after backward and before gradient clipping and optimizer.step().
-        if self._bad is None and not grads_finite(optimizer):
+        if self._bad is None and _on_any_rank(trainer, not grads_finite(optimizer)):
             self._bad = "non-finite gradient"
             if not self.skip:
                 self._stop(trainer, self._bad)

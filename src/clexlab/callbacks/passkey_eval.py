@@ -10,6 +10,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from clexlab.evaluation.passkey import PasskeyResult, passkey_retrieval
 from clexlab.evaluation.perplexity import eval_mode
+from clexlab.models.sharding import is_sharded
 
 
 class PasskeyEval(L.Callback):
@@ -17,7 +18,7 @@ class PasskeyEval(L.Callback):
 
     Logs ``val/passkey@<length>`` (accuracy averaged over depths) and, with
     W&B, the grid as a table. Generation runs on rank 0 only; the other ranks
-    wait at a barrier, so DDP runs stay in step.
+    wait at a barrier, so DDP runs stay in step (under FSDP all ranks generate).
 
     Args:
         every_n_steps: run after every N optimizer steps (0 disables the callback).
@@ -49,7 +50,9 @@ class PasskeyEval(L.Callback):
         if self.every_n_steps <= 0 or step == 0 or step % self.every_n_steps or step == self._last_step:
             return
         self._last_step = step
-        if trainer.is_global_zero:
+        # Under FSDP rank 0 cannot run a forward alone (the layers are all-gathered):
+        # every rank generates the same prompts; only rank 0's loggers write.
+        if trainer.is_global_zero or is_sharded(pl_module.model):
             self._run(trainer, pl_module)
         trainer.strategy.barrier("passkey_eval")
 

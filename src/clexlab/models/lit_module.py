@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import ModelParallelStrategy
+from torch import nn
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
-from clexlab.curriculum import ContiguousPositions, ScaleCurriculum, UniformScaleCurriculum
+from clexlab.curriculum import ContiguousPositions, ScaleCurriculum, ScaleSample, UniformScaleCurriculum
+from clexlab.models import sharding
 from clexlab.models.builder import build_model
 from clexlab.models.loss import causal_lm_nll
 from clexlab.rope import CLEXRotaryEmbedding, find_rotary
 from clexlab.rope.factory import install_rope, method_label
 
+# Parameters of the RoPE method itself (the CLEX ODE): their own optimizer group, replicated under FSDP.
+ROPE_PARAMS = ".rotary_emb."
+# The chunked loss, registered on the sharded model as a forward method (see clexlab.models.sharding).
+NLL_METHOD = "clexlab_nll"
+
+
 class LongContextLM(L.LightningModule):
     """Next-token training of a causal LM whose RoPE is extended by ``rope``.
+
+    Multi-process training goes through Lightning's strategies
+    (``conf/trainer/ddp.yaml``, ``conf/trainer/fsdp.yaml``). Under
+    ``ModelParallelStrategy``, :meth:`configure_model` applies FSDP2 (see
+    :mod:`clexlab.models.sharding`); the CLEX ODE stays replicated and its
+    gradients are averaged here before each optimizer step.
 
     Args:
         model: the ``model`` config node (sizes or a local ``path``).
@@ -58,6 +74,9 @@ class LongContextLM(L.LightningModule):
         self.position_sampling = (rope["name"] == "clex") if sampling is None else bool(sampling)
         self.method = method_label(rope, clex, self.position_sampling)
         self.curriculum = self._curriculum(rope["name"], clex, train, seed)
+        self.last_draw: ScaleSample | None = None  # the curriculum's draw of the current step
+        self._replicated: list[nn.Parameter] = []  # parameters left out of FSDP: grads averaged by hand
+        self._sharded_nll = None  # under FSDP: the loss registered on the sharded model as a forward method
 
     def _curriculum(self, name: str, clex: dict[str, Any], train: dict[str, Any], seed: int) -> ScaleCurriculum:
         if name == "clex":
@@ -78,20 +97,94 @@ class LongContextLM(L.LightningModule):
         rope = self.clex_rope
         return rope.use_scale(t) if rope is not None else contextlib.nullcontext()
 
+    def rope_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters of the RoPE method (the CLEX ODE; none for the other methods)."""
+        return [p for name, p in self.model.named_parameters() if ROPE_PARAMS in f".{name}" and p.requires_grad]
+
+    # ------------------------------------------------------------ parallelism
+    def configure_model(self) -> None:
+        """Shard with FSDP2 under ``ModelParallelStrategy``; keep float32 master weights under mixed precision.
+
+        Lightning calls this on every rank before the optimizers exist (and
+        again for a later ``validate``/``test``, hence the guard).
+        """
+        trainer = self._trainer
+        if trainer is None:
+            return
+        strategy = trainer.strategy
+        if isinstance(strategy, ModelParallelStrategy) and not sharding.is_sharded(self.model):
+            mesh = sharding.data_parallel_mesh(strategy.root_device)
+            # The CLEX ODE stays whole on every rank (see clexlab.models.sharding for why).
+            self._replicated = sharding.shard_model(
+                self.model,
+                mesh,
+                keep_replicated=self.rope_parameters(),
+                forward_methods={NLL_METHOD: functools.partial(causal_lm_nll, self.model)},
+            )
+            self._sharded_nll = getattr(self.model, NLL_METHOD)
+        if "mixed" in str(trainer.precision):
+            # A model loaded in bf16 would otherwise train bf16 weights under autocast.
+            # After sharding, each rank upcasts only its own shard.
+            sharding.upcast_low_precision(self.model)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        rope = self.rope_parameters()
+        if rope and self.last_draw is not None and self.last_draw.t == 1:
+            # t = 1 had the ODE in the graph only through the zero-weight term of
+            # training_step: its gradient is exactly zero. Drop it, so AdamW leaves
+            # the ODE and its moments alone, as a single-process run always has.
+            for p in rope:
+                p.grad = None
+        elif self._replicated:
+            sharding.all_reduce_grads(self._replicated)
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        if not self._replicated or not gradient_clip_val:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        # Sharded (DTensor) and replicated (plain) gradients side by side: torch's
+        # clip_grad_norm_ refuses the mix, so clip by the same global norm here.
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if gradient_clip_algorithm == "value":
+            sharding.clip_grad_value_mixed(params, float(gradient_clip_val))
+        else:
+            sharding.clip_grad_norm_mixed(params, float(gradient_clip_val))
+
+    # --------------------------------------------------------------- steps
+    def _nll(
+        self, input_ids: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed next-token NLL and token count (through FSDP's hooks when sharded)."""
+        if self._sharded_nll is not None:
+            return self._sharded_nll(input_ids, labels, positions)
+        return causal_lm_nll(self.model, input_ids, labels, positions)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         input_ids, labels = batch["input_ids"], batch["labels"]
-        draw = self.curriculum.sample(self.global_step, input_ids.shape[1])
+        # Drawn from (seed, global_step) only: every rank gets the same t and positions
+        # (the ranks differ in their batches, never in the scale).
+        draw = self.last_draw = self.curriculum.sample(self.global_step, input_ids.shape[1])
         positions = draw.positions.to(self.device).unsqueeze(0).expand_as(input_ids)
         with self._scale(draw.t):
-            nll, count = causal_lm_nll(self.model, input_ids, labels, positions)
+            nll, count = self._nll(input_ids, labels, positions)
         loss = nll / count.clamp(min=1)
-        self.log("train/loss", loss, prog_bar=True)
+        rope = self.rope_parameters()
+        if draw.t == 1 and rope:
+            # At t = 1 CLEX returns the base frequencies: the ODE is not in the graph,
+            # and DDP (find_unused_parameters=False) would fail on the next step waiting
+            # for its gradients. A zero-weight term keeps it in the graph at the cost of
+            # a sum over a few thousand numbers, instead of find_unused_parameters=True,
+            # which walks the whole autograd graph on every step. The loss value is unchanged.
+            loss = loss + 0.0 * sum(p.sum() for p in rope)
+        # sync_dist: the mean over ranks, i.e. the loss of the global batch, comparable across world sizes.
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
         self.log("train/scale_t", float(draw.t))
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=False)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        nll, count = causal_lm_nll(self.model, batch["input_ids"], batch["labels"])
+        nll, count = self._nll(batch["input_ids"], batch["labels"])
         self.log("val/loss", nll / count.clamp(min=1), sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -100,7 +193,7 @@ class LongContextLM(L.LightningModule):
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
-            if ".rotary_emb." in name:
+            if ROPE_PARAMS in f".{name}":
                 ode.append(param)
             elif param.ndim < 2:
                 no_decay.append(param)

@@ -11,13 +11,15 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.strategies import ModelParallelStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from clexlab.callbacks import LastCheckpoint, LongContextEval
 from clexlab.evaluation.perplexity import resolve_lengths, target_budget
-from clexlab.models import LongContextLM
+from clexlab.models import LongContextLM, sharding
 from clexlab.models.init_from import load_weights_from
 from clexlab.utils.checks import preflight_train
+from clexlab.utils.distributed import distributed_job
 from clexlab.utils.errors import StopRequested, UserError
 from clexlab.utils.resume import resolve_ckpt_path
 from clexlab.workflows.common import container, instantiate_all, log, tokenizer_for
@@ -27,10 +29,19 @@ from clexlab.workflows.evaluate import Subject, run_suite
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, evaluate the final weights at every length, write ``results.json``.
 
+    With several processes (``trainer=ddp`` / ``trainer=fsdp``), every rank
+    runs this function; rank 0 evaluates and writes the results, the other
+    ranks return an empty payload as soon as training is over.
+
     Returns:
         The results payload (also written to ``<output_dir>/results.json``).
     """
     typed = preflight_train(cfg)
+    with distributed_job():  # the multirun fix for Lightning's rank launcher; a clean slate after the job
+        return _train(cfg, typed)
+
+
+def _train(cfg: DictConfig, typed: dict[str, Any]) -> dict[str, Any]:
     model_cfg = container(cfg.model)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = cfg.paths.output_dir
@@ -59,6 +70,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    _check_strategy(trainer)
 
     started = time.perf_counter()
     try:
@@ -74,33 +86,64 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.interrupted:
         log.warning("training was interrupted; evaluating the weights reached so far")
 
-    payload: dict[str, Any] = {}
-    if trainer.is_global_zero:
-        extra = {
-            "rope": cfg.rope.name,
-            "method": cfg.get("label") or module.method,
-            "rope_factor": cfg.rope.get("factor"),
-            "position_sampling": module.position_sampling,
-            "model": model_cfg.get("name"),
-            "global_step": trainer.global_step,
-            "train_seconds": round(train_seconds, 1),
-            "seed": cfg.seed,
-            "checkpoint": _last_checkpoint_path(trainer),
-        }
-        # The same evaluation, report and figures as eval.py, on the data already loaded.
-        subject = Subject(module.model, tokenizer, module.train_length, None, extra, list(getattr(tokenizer, "bos_prefix", [])))
-        payload = run_suite(subject, typed["eval"], cfg, loggers, datamodule=datamodule)  # finalizes the loggers
-        print(f"trained {trainer.global_step} steps in {train_seconds / 60:.1f} min; run directory: {output_dir}")
-    else:
+    # Under FSDP every rank holds a shard: gather the whole weights to rank 0 (all ranks take part).
+    eval_model = _full_model_on_rank_zero(module, trainer) if sharding.is_sharded(module.model) else module.model
+    if not trainer.is_global_zero:
+        # The other ranks are done. They leave now rather than wait at a barrier
+        # while rank 0 evaluates: a long evaluation would outlast the collective timeout.
         for logger in loggers:
             logger.finalize("success")
+        return {}
+
+    extra = {
+        "rope": cfg.rope.name,
+        "method": cfg.get("label") or module.method,
+        "rope_factor": cfg.rope.get("factor"),
+        "position_sampling": module.position_sampling,
+        "model": model_cfg.get("name"),
+        "global_step": trainer.global_step,
+        "train_seconds": round(train_seconds, 1),
+        "seed": cfg.seed,
+        "checkpoint": _last_checkpoint_path(trainer),
+    }
+    if trainer.world_size > 1:
+        extra["world_size"] = trainer.world_size
+    # The same evaluation, report and figures as eval.py, on the data already loaded.
+    subject = Subject(eval_model, tokenizer, module.train_length, None, extra, list(getattr(tokenizer, "bos_prefix", [])))
+    payload = run_suite(subject, typed["eval"], cfg, loggers, datamodule=datamodule)  # finalizes the loggers
+    print(f"trained {trainer.global_step} steps in {train_seconds / 60:.1f} min; run directory: {output_dir}")
     if any(isinstance(logger, WandbLogger) for logger in loggers):
         import wandb
 
         wandb.finish()  # the next job of a multirun must start its own W&B run
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
     return payload
+
+
+def _check_strategy(trainer: L.Trainer) -> None:
+    """Refuse strategy settings clexlab's checkpoint tools cannot follow (one line, before training)."""
+    strategy = trainer.strategy
+    if isinstance(strategy, ModelParallelStrategy) and getattr(strategy, "_save_distributed_checkpoint", False):
+        raise UserError(
+            "trainer.strategy.save_distributed_checkpoint=true writes a sharded checkpoint directory, which "
+            "ckpt_path=..., ckpt_path=auto and eval.py do not read: use trainer=fsdp as shipped (false: one .ckpt file)"
+        )
+
+
+def _full_model_on_rank_zero(module: LongContextLM, trainer: L.Trainer) -> torch.nn.Module | None:
+    """An unsharded copy of the trained causal LM on rank 0 (None on the other ranks).
+
+    Every rank takes part in gathering the shards; rank 0 then builds the
+    model from the run's own hyper-parameters and takes the gathered tensors
+    (``assign=True``: no second copy), on the training device.
+    """
+    state = sharding.full_state_dict(module.model)
+    if not trainer.is_global_zero:
+        return None
+    hparams = dict(module.hparams)
+    hparams.pop("load_weights", None)
+    model = LongContextLM(**hparams, load_weights=False).model
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.to(module.device).eval()
 
 
 def _last_checkpoint_path(trainer: L.Trainer) -> str | None:
