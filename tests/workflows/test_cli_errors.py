@@ -36,11 +36,13 @@ def test_llama7b_cfg_job_prints_the_resolved_config():
         ("clex.max_scale=abc", "clex.max_scale"),
         ("eval.lengths=[128,-5]", "eval.lengths must be positive"),
         ("model.path=/nonexistent/dir", "does not exist"),
+        ("experiment=extrapolation trainer=ddp trainer.accelerator=cpu trainer.devices=2", "runs in one process"),
     ],
 )
 def test_bad_values_are_one_line(override, fragment, tmp_path):
-    res = run_cli("train.py", override, f"hydra.run.dir={tmp_path}", timeout=120)
+    res = run_cli("train.py", *override.split(), f"hydra.run.dir={tmp_path}", timeout=120)
     assert_one_line_error(res, fragment)
+    assert not (tmp_path / "base").exists()
 
 
 def test_eval_without_checkpoint_names_the_key(tmp_path):

@@ -42,7 +42,14 @@ def _stage(
 
 
 def run_extrapolation(cfg: DictConfig) -> dict[str, Any]:
-    """Run both stages into ``paths.output_dir`` and summarize them there."""
+    """Run both stages into ``paths.output_dir`` and summarize them there.
+
+    One process only: the stages are several ``trainer.fit`` calls in one
+    process, which Lightning's per-rank launcher (``trainer=ddp``/``fsdp``)
+    would re-run whole from every rank. The protocol is a CPU-sized miniature;
+    at scale, run the stages as separate ``train.py`` runs (``init_from=``).
+    """
+    _require_one_process(cfg.trainer)
     protocol = cfg.protocol
     root = Path(cfg.paths.output_dir)
     base = _stage(cfg, root / "base", protocol.base_steps, {"name": "none", "factor": 1.0})
@@ -63,3 +70,19 @@ def run_extrapolation(cfg: DictConfig) -> dict[str, Any]:
     print(files["md"].read_text())
     print(f"summary: {files['md']}, {files['json']}, {files['png']}")
     return {"summary": str(files["md"])}
+
+
+def _require_one_process(trainer: DictConfig) -> None:
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+    strategy = trainer.get("strategy")
+    multi = (
+        (isinstance(devices, int) and not isinstance(devices, bool) and devices not in (1,))
+        or (OmegaConf.is_list(devices) and len(devices) > 1)
+        or nodes != 1
+        or strategy is not None
+    )
+    if multi:
+        raise UserError(
+            "experiment=extrapolation runs in one process (several fits in a row): drop trainer=ddp/fsdp and set "
+            "trainer.devices=1 trainer.num_nodes=1, or run its stages as separate train.py runs with init_from=..."
+        )
