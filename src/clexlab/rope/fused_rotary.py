@@ -48,7 +48,9 @@ def _angle_grad(grad: torch.Tensor, rotated: torch.Tensor, keep_batch: bool) -> 
     batch x heads terms that bf16 could not add up faithfully.
     """
     dtype = torch.promote_types(grad.dtype, torch.float32)
-    full = (grad * rotate_half(rotated)).sum(dim=1 if keep_batch else (0, 1), dtype=dtype)
+    # The product inherits SDPA's [batch, seq, heads, d] memory order; reducing over batch
+    # and heads in that order was ~5x slower on CPU than copying to [b, h, n, d] first.
+    full = (grad * rotate_half(rotated)).contiguous().sum(dim=1 if keep_batch else (0, 1), dtype=dtype)
     half = full.shape[-1] // 2
     folded = full[..., :half] + full[..., half:]
     return folded if keep_batch else folded.unsqueeze(0)
