@@ -6,6 +6,10 @@ rank appends one JSON line per training batch (its rank, the step, the
 curriculum's scale t and a checksum of the positions) and one at the end of
 training (what it holds: sharded or not, dtypes, a checksum of the CLEX ODE)
 to ``$CLEXLAB_TEST_RECORD_DIR/<pid>.jsonl``, so a test can compare the ranks.
+Each batch record also says what the forward really computed with: the dtypes
+(and DTensor-ness) of the weights the linear layers saw, and the bytes of the
+float32 -> low-precision copies made of gathered (unsharded) parameters, i.e.
+autocast's weight cache.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.conftest import ROOT
 
@@ -53,8 +59,50 @@ def tiny_args() -> list[str]:
     ]
 
 
+class GatheredWeightCasts(TorchDispatchMode):
+    """Bytes of the float32 -> bf16/fp16 copies made of plain (gathered, not DTensor) parameters.
+
+    Under autocast over float32 weights these are its cached weight casts. FSDP2's
+    own cast of the sharded float32 parameters before a bf16 all-gather works on
+    the shards (DTensors' local tensors) and is not counted; nor is the
+    replicated CLEX ODE (the solver's casts are its own).
+    """
+
+    def __init__(self, model: nn.Module, skip: set[int]) -> None:
+        super().__init__()
+        self.model, self.skip = model, skip
+        self.casts: dict[int, int] = {}
+
+    def _gathered_storages(self) -> set[int]:
+        from clexlab.models.sharding import is_dtensor
+
+        return {
+            p.untyped_storage().data_ptr()
+            for p in self.model.parameters()
+            if not is_dtensor(p) and id(p) not in self.skip
+        }
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if (
+            func is torch.ops.aten._to_copy.default
+            and args[0].dtype == torch.float32
+            and out.dtype in (torch.bfloat16, torch.float16)
+            and args[0].untyped_storage().data_ptr() in self._gathered_storages()
+        ):
+            self.casts[out.untyped_storage().data_ptr()] = out.untyped_storage().nbytes()
+        return out
+
+
 class StepRecorder(L.Callback):
     """Append what this rank saw at each training batch and at the end of training."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        rope = pl_module.rope_parameters()
+        self._write(trainer, {
+            "event": "start",
+            "rope_sum": float(sum(p.detach().double().sum() for p in rope)) if rope else None,
+        })
 
     def _write(self, trainer: L.Trainer, record: dict) -> None:
         out = Path(os.environ["CLEXLAB_TEST_RECORD_DIR"])
@@ -70,9 +118,33 @@ class StepRecorder(L.Callback):
             f.write(json.dumps(record) + "\n")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        from clexlab.models.sharding import is_dtensor
+
         self._step = trainer.global_step  # the optimizer step this batch belongs to
+        # Watch the forward (until on_before_backward): the weights each linear layer computes with ...
+        self._linear = set()
+        self._hooks = [
+            m.register_forward_pre_hook(lambda m, args: self._linear.add((str(m.weight.dtype), is_dtensor(m.weight))))
+            for m in pl_module.model.modules()
+            if isinstance(m, nn.Linear)
+        ]
+        # ... and the low-precision copies made of them (autocast's cache).
+        self._casts = GatheredWeightCasts(pl_module.model, {id(p) for p in pl_module.rope_parameters()})
+        self._casts.__enter__()
+
+    def _stop_watching(self) -> None:
+        if getattr(self, "_casts", None) is not None:
+            self._casts.__exit__(None, None, None)
+            self._cast_bytes = sum(self._casts.casts.values())
+            self._casts = None
+            for hook in self._hooks:
+                hook.remove()
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self._stop_watching()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._stop_watching()
         draw = pl_module.last_draw
         self._write(trainer, {
             "event": "batch",
@@ -81,6 +153,8 @@ class StepRecorder(L.Callback):
             "t": int(draw.t),
             "positions": int((draw.positions * torch.arange(1, draw.positions.numel() + 1)).sum()),
             "first_id": int(batch["input_ids"][0, 0]),
+            "linear_weights": sorted(f"{dtype}{' DTensor' if dt else ''}" for dtype, dt in self._linear),
+            "weight_cast_bytes": self._cast_bytes,
         })
 
     def on_train_end(self, trainer, pl_module) -> None:

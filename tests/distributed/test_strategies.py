@@ -146,6 +146,9 @@ def test_fsdp_two_ranks_train_what_one_process_trains(fsdp, reference):
     for end in end_records(fsdp).values():
         assert end["layer_sharded"] and end["layer_local_numel"] * 2 == end["layer_numel"]  # half a layer per rank
         assert not end["rope_sharded"]  # the ODE stays whole on every rank
+    for r in fsdp["records"]:
+        if r["event"] == "batch":  # 32-true: no policy, gathered float32 weights, nothing cast
+            assert r["linear_weights"] == ["torch.float32"] and r["weight_cast_bytes"] == 0, r
 
     # eval.py reads the FSDP checkpoint like any other (one full file).
     from clexlab.workflows.evaluate import load_checkpoint
@@ -202,6 +205,19 @@ def test_fsdp_bf16_weights_mixed_precision_checkpointing_and_accumulation(tmp):
     for end in end_records(out).values():
         assert end["dtypes"] == ["torch.float32"]  # upcast ...
         assert end["layer_sharded"] and end["layer_local_numel"] * 2 == end["layer_numel"]  # ... shard by shard
+    # FSDP2's mixed precision policy: every forward computed with bf16 weights that FSDP
+    # gathered (plain tensors, not the float32 DTensor shards), and autocast made no
+    # float32 -> bf16 copy of any of them (it would cache one per linear weight).
+    batches = [r for r in out["records"] if r["event"] == "batch"]
+    assert len(batches) == 12
+    for r in batches:
+        assert r["linear_weights"] == ["torch.bfloat16"], r
+        assert r["weight_cast_bytes"] == 0, r
+    # The CLEX ODE stayed float32 (above) and still learned through the bf16 layers.
+    starts = {r["rank"]: r for r in out["records"] if r["event"] == "start"}
+    assert any(t > 1 for _, t, _ in ranks[0])
+    for rank, end in end_records(out).items():
+        assert end["rope_sum"] != starts[rank]["rope_sum"]
     ckpt = torch.load(out["run"] / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["model"]["dtype"] == "bfloat16" and ckpt["global_step"] == 3
     assert {v.dtype for v in ckpt["state_dict"].values()} == {torch.float32}

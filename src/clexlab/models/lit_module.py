@@ -106,7 +106,10 @@ class LongContextLM(L.LightningModule):
         """Shard with FSDP2 under ``ModelParallelStrategy``; keep float32 master weights under mixed precision.
 
         Lightning calls this on every rank before the optimizers exist (and
-        again for a later ``validate``/``test``, hence the guard).
+        again for a later ``validate``/``test``, hence the guard). Under
+        ``bf16-mixed``/``16-mixed`` FSDP2 gathers and computes in bf16/fp16 over
+        the float32 shards (``sharding.mixed_precision_policy``), so autocast
+        keeps no copies of the gathered weights.
         """
         trainer = self._trainer
         if trainer is None:
@@ -114,17 +117,19 @@ class LongContextLM(L.LightningModule):
         strategy = trainer.strategy
         if isinstance(strategy, ModelParallelStrategy) and not sharding.is_sharded(self.model):
             mesh = sharding.data_parallel_mesh(strategy.root_device)
-            # The CLEX ODE stays whole on every rank (see clexlab.models.sharding for why).
+            # The CLEX ODE stays whole on every rank, and float32 (see clexlab.models.sharding for why).
             self._replicated = sharding.shard_model(
                 self.model,
                 mesh,
                 keep_replicated=self.rope_parameters(),
                 forward_methods={NLL_METHOD: functools.partial(causal_lm_nll, self.model)},
+                mp_policy=sharding.mixed_precision_policy(str(trainer.precision)),
             )
             self._sharded_nll = getattr(self.model, NLL_METHOD)
         if "mixed" in str(trainer.precision):
             # A model loaded in bf16 would otherwise train bf16 weights under autocast.
-            # After sharding, each rank upcasts only its own shard.
+            # After sharding, each rank upcasts only its own shard. (FSDP2 reads the
+            # shards' dtype for its policy at the first forward, so it sees float32.)
             sharding.upcast_low_precision(self.model)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

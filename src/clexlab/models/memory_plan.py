@@ -13,13 +13,20 @@ head_dim, I intermediate size, H heads, V vocabulary. Bytes: ``s`` of the stored
 weights (4 unless ``*-true`` half precision), ``c`` of the matmuls (2 under
 bf16/fp16), ``r`` of the residual stream (= s: autocast leaves it float32).
 
+Mixed precision under FSDP is different (:func:`clexlab.models.sharding.mixed_precision_policy`):
+FSDP2 gathers every unit in bf16/fp16 over the float32 shards, so the layers
+compute on low-precision weights. Autocast then casts no weight (no copies)
+and no projection input, and the embeddings and norms put out bf16: the
+activations are those of a ``bf16-true`` model (r = c), and the gathered
+units take c bytes a parameter.
+
 What one decoder layer keeps for backward (no gradient checkpointing):
 
 * each RMSNorm: its float32 input (4BNh), ``rsqrt`` (4BN) and the normalised
   input in the residual dtype (r·BNh);
 * the input of the projections: once when no cast is needed; under autocast
-  one bf16 copy per projection, since autocast caches casts of weights only
-  (q, k, v: 3 copies; gate, up: 2);
+  over float32 weights one bf16 copy per projection, since autocast caches
+  casts of weights only (q, k, v: 3 copies; gate, up: 2);
 * attention (SDPA / flash): q, k, v (GQA not repeated: transformers passes
   ``enable_gqa`` when no mask is needed) and the output in c, plus the float32
   logsumexp [B, H, N]; never the N x N scores. Eager: q, repeated k and v and the
@@ -146,6 +153,9 @@ class StepSetup:
         loss_chunk: positions the loss projects to the vocabulary at a time.
         gathered_layers: decoder layers FSDP holds unsharded at once (the one
             computing and the one prefetched).
+        fsdp: sharded with FSDP2 (clexlab's ``trainer=fsdp``), which gathers in the
+            compute dtype under mixed precision; None: whenever ``shards > 1``
+            (``True`` with ``shards=1`` is FSDP on one GPU).
     """
 
     seq_len: int
@@ -157,6 +167,17 @@ class StepSetup:
     trainable_rope: bool = True
     loss_chunk: int = 1024
     gathered_layers: int = 2
+    fsdp: bool | None = None
+
+    @property
+    def sharded(self) -> bool:
+        """Whether FSDP2 holds the weights (and all-gathers them)."""
+        return self.shards > 1 if self.fsdp is None else bool(self.fsdp)
+
+    @property
+    def gathered_in_compute_dtype(self) -> bool:
+        """FSDP2 with a mixed precision policy: bf16/fp16 units over float32 shards."""
+        return self.sharded and _sizes(self.precision)[2]
 
     @property
     def eager(self) -> bool:
@@ -180,10 +201,31 @@ def _sizes(precision: str) -> tuple[int, int, bool]:
     return PRECISIONS[precision]
 
 
+def _compute(setup: StepSetup) -> tuple[int, int, int, bool]:
+    """``(s, c, r, casts)``: stored, matmul and residual bytes, and whether autocast copies weights.
+
+    Under FSDP with a mixed precision policy the gathered weights are already
+    in c bytes: autocast casts nothing and the residual stream is c bytes too.
+    """
+    s, c, autocast = _sizes(setup.precision)
+    if setup.gathered_in_compute_dtype:
+        return s, c, c, False
+    return s, c, s, autocast
+
+
+def dtype_name(nbytes: int, precision: str) -> str:
+    """``fp32``, or the 2-byte dtype of ``precision`` (``fp16`` for the ``16-*`` flags, else ``bf16``)."""
+    if nbytes == 4:
+        return "fp32"
+    return "fp16" if precision.startswith("16") else "bf16"
+
+
 def activation_bytes(shape: ModelShape, setup: StepSetup) -> Activations:
     """What the forward keeps for backward, and the largest transient on top of it."""
-    s, c, autocast = _sizes(setup.precision)
-    r = s  # the residual stream: float32 under autocast (fp32 embeddings + bf16 branch -> fp32)
+    # The residual stream: float32 under autocast (fp32 embeddings + bf16 branch -> fp32),
+    # bf16 when FSDP gathers bf16 weights (bf16 embeddings and norms); ``casts``: autocast
+    # re-casts the inputs of the projections and the LM head.
+    _, c, r, casts = _compute(setup)
     B, N = setup.batch, setup.seq_len
     h, I, V = shape.hidden_size, shape.intermediate_size, shape.vocab_size
     H, hd = shape.num_heads, shape.head_dim
@@ -191,7 +233,7 @@ def activation_bytes(shape: ModelShape, setup: StepSetup) -> Activations:
     bn = B * N
 
     norm = (4 + r) * bn * h + 4 * bn  # float32 input, rsqrt, normalised input
-    attn_in, mlp_in = (3 * c, 2 * c) if autocast else (r, r)  # one cast per projection under autocast
+    attn_in, mlp_in = (3 * c, 2 * c) if casts else (r, r)  # one cast per projection under autocast
     mlp = 4 * c * bn * I
     rotated = r * (bn * h + bn * kv) if setup.trainable_rope else 0  # what the fused CLEX rotary saves
     if setup.eager:
@@ -213,7 +255,7 @@ def activation_bytes(shape: ModelShape, setup: StepSetup) -> Activations:
     chunk = B * min(setup.loss_chunk, N) * V
     # Backward of one loss chunk: float32 log-probs (recomputed), their gradient and the
     # logits' gradient, plus the c-byte logits; autocast recasts the LM head for the recompute.
-    loss = chunk * (12 + (c if c != 4 else 0)) + (c * V * h if autocast else 0)
+    loss = chunk * (12 + (c if c != 4 else 0)) + (c * V * h if casts else 0)
     working = 4 * bn * (2 * h + I)  # gradients in flight through one layer
     mask = r * B * N * N if setup.eager else 0  # eager's additive [B, 1, N, N] causal mask
     if setup.gradient_checkpointing:
@@ -263,18 +305,25 @@ def plan_memory(shape: ModelShape, counts: ParamCounts, setup: StepSetup) -> Mem
     Lines (``plan[key]``): ``weights`` (stored: float32 master weights unless
     ``*-true`` half precision), ``gradients``, ``optimizer`` (two AdamW states in
     the weights' dtype + a step counter per tensor; ``plan.ode_optimizer`` is the
-    CLEX ODE's share), ``compute_copies`` (autocast keeps a bf16 copy of every
-    linear weight from its first use to the end of the forward; under FSDP these
-    are copies of the gathered weights, so of the whole model), ``gathered``
-    (FSDP: the root's embeddings/norm/LM head, ``gathered_layers`` decoder layers
-    and one layer's gradients unsharded), ``activations`` and ``transient``.
+    CLEX ODE's share), ``compute_copies`` (without FSDP, under autocast: a bf16
+    copy of every linear weight, kept from its first use to the end of the
+    forward), ``gathered`` (FSDP: the root's embeddings/norm/LM head,
+    ``gathered_layers`` decoder layers, in the compute dtype under mixed
+    precision, and one layer's unsharded gradients in float32 for the
+    reduce-scatter, or in the stored dtype), ``activations`` and ``transient``.
 
     Sharding follows :mod:`clexlab.models.sharding`: FSDP2 units are the decoder
-    layers and the root; the CLEX ODE stays replicated on every rank.
+    layers and the root; the CLEX ODE stays replicated (and float32) on every
+    rank. Under ``bf16-mixed``/``16-mixed`` FSDP2 gathers bf16/fp16 over float32
+    shards, so autocast makes no weight copies (no ``compute_copies`` line).
     """
-    s, c, autocast = _sizes(setup.precision)
+    s, c, r, casts = _compute(setup)
     n = max(int(setup.shards), 1)
-    dtype = {4: "fp32", 2: "bf16"}
+    autocast = _sizes(setup.precision)[2]
+
+    def dtype(nbytes: int) -> str:
+        return dtype_name(nbytes, setup.precision)
+
     shard = f", 1/{n} shard" if n > 1 else ""
     acts = activation_bytes(shape, setup)
 
@@ -285,29 +334,34 @@ def plan_memory(shape: ModelShape, counts: ParamCounts, setup: StepSetup) -> Mem
     weights = s * spread(counts.total, counts.ode)
     trainable = spread(counts.trainable, counts.ode_trainable)
     items = [
-        Item("weights", f"weights ({dtype[s]}{' master' if autocast else ''}{shard})", weights),
-        Item("gradients", f"gradients ({dtype[s]}{shard})", s * trainable),
+        Item("weights", f"weights ({dtype(s)}{' master' if autocast else ''}{shard})", weights),
+        Item("gradients", f"gradients ({dtype(s)}{shard})", s * trainable),
         Item(
             "optimizer",
-            f"optimizer (AdamW, {OPTIMIZER_STATES} {dtype[s]} states{shard})",
+            f"optimizer (AdamW, {OPTIMIZER_STATES} {dtype(s)} states{shard})",
             OPTIMIZER_STATES * s * trainable + STEP_BYTES * counts.tensors,
         ),
     ]
     transient, what = acts.transient, acts.transient_what
-    if autocast:
+    if casts:
         copies = c * counts.matmul
         if setup.gradient_checkpointing:
             # The cached copies die when the forward leaves autocast, before any recompute;
             # only the larger of the two is ever resident. The recompute casts its own layer again.
             if what == "one layer's recompute":
                 transient += c * counts.layer
-            label = f"{dtype[c]} weight copies (autocast cache, freed after forward)"
+            label = f"{dtype(c)} weight copies (autocast cache, freed after forward)"
         else:
-            label = f"{dtype[c]} weight copies (autocast, kept for backward)"
+            label = f"{dtype(c)} weight copies (autocast, kept for backward)"
         items.append(Item("compute_copies", label, copies))
-    if n > 1:
-        unsharded = s * (counts.root + setup.gathered_layers * counts.layer) + s * counts.layer
-        items.append(Item("gathered", f"all-gathered: embeddings/norm/head + {setup.gathered_layers} layers + 1 layer's grads", unsharded))
+    if setup.sharded:
+        # Gathered in the compute dtype under a mixed precision policy, else as stored; one
+        # layer's unsharded gradients in the dtype they are reduce-scattered in (float32 then).
+        g = c if setup.gathered_in_compute_dtype else s
+        grads = 4 if setup.gathered_in_compute_dtype else s
+        unsharded = g * (counts.root + setup.gathered_layers * counts.layer) + grads * counts.layer
+        label = f"all-gathered {dtype(g)}: emb/norm/head + {setup.gathered_layers} layers, 1 layer's {dtype(grads)} grads"
+        items.append(Item("gathered", label, unsharded))
     gc = "gradient checkpointing" if setup.gradient_checkpointing else "no checkpointing"
     items.append(Item("activations", f"activations kept for backward ({gc})", acts.kept))
     items.append(Item("transient", f"backward transient: {what}", transient))

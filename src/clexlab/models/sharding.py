@@ -21,7 +21,18 @@ Plain torch: Lightning decides *when* (``LongContextLM.configure_model`` under
   :class:`~clexlab.rope.clex.CLEXRotaryEmbedding` keys its frequency table on
   the ODE tensors' version counters and storage addresses, and FSDP2 refills a
   gathered parameter in place *without* bumping its version counter, so for a
-  sharded ODE only a changed storage address would reveal new weights.
+  sharded ODE only a changed storage address would reveal new weights;
+* under a mixed precision (``bf16-mixed``, ``16-mixed``) every unit gets a
+  :func:`mixed_precision_policy`: the sharded master weights stay float32 (as
+  do the optimizer state and the reduced gradients), each unit is all-gathered
+  straight in bf16/fp16 and computes in it, and its gradients are converted to
+  float32 before the reduce-scatter. Autocast then finds low-precision weights
+  and caches no copy of them (without the policy it would keep a bf16 copy of
+  every gathered weight until the end of the forward: the whole model on every
+  rank). The residual stream, the norms and the rotary cos/sin are then in the
+  low precision too, as in a model loaded in bf16. The replicated ODE is not
+  FSDP's: it stays float32, and the rope solves it and builds its angles in
+  float32 itself.
 """
 
 from __future__ import annotations
@@ -82,11 +93,32 @@ def data_parallel_mesh(device: torch.device):
     return init_device_mesh(device.type, (dist.get_world_size(),), mesh_dim_names=("fsdp",))
 
 
+# Lightning precision flag -> the dtype FSDP2 gathers and computes in (mixed precisions only).
+MIXED_PARAM_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def mixed_precision_policy(precision: str | None):
+    """FSDP2's policy for a Lightning precision flag, or None when the weights are gathered as stored.
+
+    ``bf16-mixed`` / ``16-mixed``: ``MixedPrecisionPolicy(param_dtype=bf16 / fp16,
+    reduce_dtype=float32)`` (float32 master weights, low-precision all-gather and
+    compute, float32 gradient reduction). ``32-true`` and the ``*-true`` half
+    precisions store the weights in the dtype they compute in: no policy.
+    """
+    dtype = MIXED_PARAM_DTYPES.get(str(precision))
+    if dtype is None:
+        return None
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+
+
 def shard_model(
     model: nn.Module,
     mesh,
     keep_replicated: Iterable[nn.Parameter] = (),
     forward_methods: Mapping[str, Callable] | None = None,
+    mp_policy=None,
 ) -> list[nn.Parameter]:
     """``fully_shard`` each decoder layer, then the root; return the parameters left replicated.
 
@@ -99,16 +131,20 @@ def shard_model(
             weights without calling its ``forward`` (the chunked loss). Each is
             set as ``model.<name>`` and registered with FSDP2, so calling it
             gathers the root's parameters and reduces their gradients like a forward.
+        mp_policy: a ``MixedPrecisionPolicy`` for every unit
+            (:func:`mixed_precision_policy`); None gathers the stored dtype.
+            The parameters in ``keep_replicated`` are not FSDP's and keep their dtype.
     """
     from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     replicated = [p for p in keep_replicated]
     ignored = set(replicated)
+    policy = {} if mp_policy is None else {"mp_policy": mp_policy}
     for layer in decoder_layers(model):
-        fully_shard(layer, mesh=mesh)
+        fully_shard(layer, mesh=mesh, **policy)
     # The root keeps its parameters gathered after forward (FSDP2's default for a
     # root), as the LM head and embeddings are needed again at once by backward.
-    fully_shard(model, mesh=mesh, ignored_params=ignored or None)
+    fully_shard(model, mesh=mesh, ignored_params=ignored or None, **policy)
     for name, fn in (forward_methods or {}).items():
         setattr(model, name, fn)
         register_fsdp_forward_method(model, name)

@@ -13,7 +13,16 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from clexlab.models.memory_plan import GIB, PRECISIONS, MemoryPlan, ModelShape, StepSetup, count_parameters, plan_memory
+from clexlab.models.memory_plan import (
+    GIB,
+    PRECISIONS,
+    MemoryPlan,
+    ModelShape,
+    StepSetup,
+    count_parameters,
+    dtype_name,
+    plan_memory,
+)
 from clexlab.utils.errors import UserError
 from clexlab.workflows.common import container
 
@@ -80,6 +89,7 @@ def build_plan(cfg: DictConfig) -> tuple[MemoryPlan, dict[str, Any]]:
         gradient_checkpointing=bool(model_cfg.get("gradient_checkpointing")),
         attn_implementation=str(model_cfg.get("attn_implementation", "sdpa")),
         trainable_rope=trainable_rope,
+        fsdp=sharded,
     )
     facts = {
         "model": model_cfg.get("name", "model"),
@@ -124,6 +134,14 @@ def format_plan(plan: MemoryPlan, facts: dict[str, Any], gpu_gib: float) -> str:
         f" precision {setup.precision}, attention {setup.attn_implementation},"
         f" gradient checkpointing {'on' if setup.gradient_checkpointing else 'off'}",
         f"layout: {layout}",
+    ]
+    if setup.gathered_in_compute_dtype:
+        low = dtype_name(2, setup.precision)
+        lines.append(
+            f"mixed precision: FSDP2 gathers {low} weights over the fp32 shards and reduces gradients in fp32"
+            " (no autocast weight copies)"
+        )
+    lines += [
         "",
         "per-GPU memory                                                        GiB",
     ]
