@@ -15,8 +15,13 @@ is <= 1.05x with ``--solver fast``; ``--solver rk4`` shows the reference
 (torchdiffeq rk4 at dt 0.01). p10/p90 give the spread: if they are wide, the
 machine was busy and the medians deserve a rerun.
 
+``--ablate`` adds a third model in the same interleaving: CLEX whose solve is
+replaced by a constant leaf tensor (requires grad), so it differs from plain
+RoPE only by the gradient path through the rotary application and the sampled
+positions; ``r leaf`` is its ratio to plain.
+
     python benchmarks/step_overhead.py [--configs tiny,hd128] [--solver fast|rk4]
-        [--steps 40] [--warmup 5] [--device auto|cpu|cuda]
+        [--steps 40] [--warmup 5] [--device auto|cpu|cuda] [--ablate]
 """
 
 from __future__ import annotations
@@ -75,6 +80,14 @@ def build_pair(name: str, solver: str, device: torch.device):
     return mods, batch, sizes["train_length"], max_scale, sizes["hidden_size"] // sizes["num_heads"]
 
 
+def solve_free(module: LongContextLM) -> LongContextLM:
+    """The CLEX module with its solve replaced by a constant leaf (for ``--ablate``)."""
+    rope = module.clex_rope
+    leaf = (rope.log_inv_freq0.float() - 0.1).requires_grad_()
+    rope.log_inv_freq = lambda t: leaf if t > 1 else rope.log_inv_freq0.float()
+    return module
+
+
 def train_step(module: LongContextLM, opt, ids: torch.Tensor, step: int, device: torch.device) -> tuple[float, int]:
     """One timed step; returns (seconds, t). ``labels = ids``: not a real target, but the same work."""
     _sync(device)
@@ -107,26 +120,25 @@ def _stats(xs: list[float]) -> tuple[float, float, float]:
 def run_config(name: str, args, device: torch.device) -> dict:
     """Time ``args.steps`` interleaved steps of each model after ``args.warmup`` untimed ones."""
     mods, batch, length, max_scale, head_dim = build_pair(name, args.solver, device)
-    (plain, plain_opt), (clex, clex_opt) = mods
+    order = [(mods[0], "plain"), (mods[1], "clex")]
+    if args.ablate:
+        leaf_mods, *_ = build_pair(name, args.solver, device)
+        order.append(((solve_free(leaf_mods[1][0]), leaf_mods[1][1]), "leaf"))
     gen = torch.Generator().manual_seed(1)
     ids = torch.randint(0, VOCAB, (batch, length), generator=gen).to(device)
-    t_plain, t_clex, t_clex_gt1 = [], [], []
+    times: dict[str, list[float]] = {"plain": [], "clex": [], "clex_gt1": [], "leaf": []}
     for step in range(args.warmup + args.steps):
         # Interleave, alternating who goes first (ABBA...), so drift and cache effects hit both.
-        order = [(plain, plain_opt, False), (clex, clex_opt, True)]
-        for module, opt, is_clex in order if step % 2 == 0 else order[::-1]:
+        for (module, opt), kind in order if step % 2 == 0 else order[::-1]:
             seconds, t = train_step(module, opt, ids, step, device)
             if step < args.warmup:
                 continue
-            if is_clex:
-                t_clex.append(seconds)
-                if t > 1:
-                    t_clex_gt1.append(seconds)
-            else:
-                t_plain.append(seconds)
+            times[kind].append(seconds)
+            if kind == "clex" and t > 1:
+                times["clex_gt1"].append(seconds)
     return {"name": name, "head_dim": head_dim, "shape": f"{batch}x{length}", "t_max": max_scale,
-            "plain": _stats(t_plain), "clex": _stats(t_clex), "clex_gt1": _stats(t_clex_gt1),
-            "n_gt1": len(t_clex_gt1)}
+            "plain": _stats(times["plain"]), "clex": _stats(times["clex"]), "clex_gt1": _stats(times["clex_gt1"]),
+            "leaf": _stats(times["leaf"]) if args.ablate else None, "n_gt1": len(times["clex_gt1"])}
 
 
 def main() -> None:
@@ -136,6 +148,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="timed steps per model")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per model first")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--ablate", action="store_true", help="also time CLEX with its solve replaced by a constant")
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
@@ -156,7 +169,8 @@ def main() -> None:
         r = run_config(name, args, device)
         print(f"{name:<7} {r['head_dim']:>3} {r['shape']:>6} {fmt(r['plain']):>20} {fmt(r['clex']):>20} "
               f"{fmt(r['clex_gt1']):>20} {r['n_gt1']:>4} {r['clex'][0] / r['plain'][0]:6.3f} "
-              f"{r['clex_gt1'][0] / r['plain'][0]:6.3f} {args.solver} (t_max {r['t_max']})", flush=True)
+              f"{r['clex_gt1'][0] / r['plain'][0]:6.3f} {args.solver} (t_max {r['t_max']})"
+              + (f" | r leaf {r['leaf'][0] / r['plain'][0]:.3f}" if r["leaf"] else ""), flush=True)
 
 
 if __name__ == "__main__":
