@@ -7,24 +7,10 @@ import re
 import pytest
 
 from clexlab.models.memory_plan import GIB
-from tests.conftest import CONF_DIR, run_cli
+from tests.conftest import run_cli
 
 LLAMA2_7B_PARAMS = 6_738_415_616  # LLaMA-2-7B without CLEX (the published count)
 LLAMA2_7B_ODE = 128 * 128  # one CLEX dynamics network: head_dim/2 x head_dim + head_dim x head_dim/2
-
-
-@pytest.fixture
-def trainer_overrides(tmp_path):
-    """``hydra.searchpath`` to stand-in trainer=fsdp / trainer=ddp files when conf/ has none yet."""
-    missing = [name for name in ("fsdp", "ddp") if not (CONF_DIR / "trainer" / f"{name}.yaml").exists()]
-    if not missing:
-        return []
-    targets = {"fsdp": "ModelParallelStrategy", "ddp": "DDPStrategy"}
-    for name in missing:
-        path = tmp_path / "conf" / "trainer" / f"{name}.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"defaults:\n  - default\n  - _self_\nstrategy:\n  _target_: lightning.pytorch.strategies.{targets[name]}\n")
-    return [f"hydra.searchpath=[file://{tmp_path / 'conf'}]"]
 
 
 def gib(output: str, label: str) -> float:
@@ -38,9 +24,9 @@ def dry_run_cli(tmp_path, *overrides):
     return run_cli("train.py", *overrides, "dry_run=true", f"hydra.run.dir={tmp_path / 'run'}", "logger=none")
 
 
-def test_llama7b_fsdp_on_8_gpus(tmp_path, trainer_overrides):
+def test_llama7b_fsdp_on_8_gpus(tmp_path):
     result = dry_run_cli(
-        tmp_path, "model=llama7b", "clex.max_scale=16", "trainer=fsdp", "trainer.devices=8", *trainer_overrides
+        tmp_path, "model=llama7b", "clex.max_scale=16", "trainer=fsdp", "trainer.devices=8"
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -71,8 +57,8 @@ def test_llama7b_fsdp_on_8_gpus(tmp_path, trainer_overrides):
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "results.json").exists()
 
 
-def test_too_small_a_gpu_is_said_plainly(tmp_path, trainer_overrides):
-    result = dry_run_cli(tmp_path, "model=llama7b", "trainer=fsdp", "trainer.devices=8", "dry_run_gpu_gb=16", *trainer_overrides)
+def test_too_small_a_gpu_is_said_plainly(tmp_path):
+    result = dry_run_cli(tmp_path, "model=llama7b", "trainer=fsdp", "trainer.devices=8", "dry_run_gpu_gb=16")
     assert result.returncode == 0, result.stderr  # a plan, not a failure
     verdicts = [line for line in result.stdout.splitlines() if line.startswith("verdict:")]
     assert len(verdicts) == 1
@@ -81,11 +67,11 @@ def test_too_small_a_gpu_is_said_plainly(tmp_path, trainer_overrides):
     assert float(over.group(1)) - 16 == pytest.approx(float(over.group(2)), abs=0.011)
 
 
-def test_ddp_replicates_and_13b_reads_its_own_shapes(compose_train, trainer_overrides, capsys):
+def test_ddp_replicates_and_13b_reads_its_own_shapes(compose_train, capsys):
     from clexlab.utils.checks import preflight_train
     from clexlab.workflows.dry_run import build_plan, dry_run
 
-    cfg = compose_train("model=llama7b", "trainer=ddp", "trainer.devices=8", "dry_run=true", *trainer_overrides)
+    cfg = compose_train("model=llama7b", "trainer=ddp", "trainer.devices=8", "dry_run=true")
     preflight_train(cfg)  # model.path=??? is fine in a dry run
     plan, facts = build_plan(cfg)
     assert not facts["sharded"] and plan.setup.shards == 1 and plan["gathered"] == 0
@@ -96,7 +82,7 @@ def test_ddp_replicates_and_13b_reads_its_own_shapes(compose_train, trainer_over
     assert plan["weights"] + plan["gradients"] + plan["optimizer"] > 16 * LLAMA2_7B_PARAMS
     assert plan.total > 80 * GIB
 
-    cfg = compose_train("model=llama2_13b", "trainer=fsdp", "trainer.devices=8", "dry_run=true", *trainer_overrides)
+    cfg = compose_train("model=llama2_13b", "trainer=fsdp", "trainer.devices=8", "dry_run=true")
     plan = dry_run(cfg)
     out = capsys.readouterr().out
     assert plan.counts.total - plan.counts.ode == 13_015_864_320  # LLaMA-2-13B
@@ -112,7 +98,11 @@ def test_bad_gpu_memory_is_one_line(tmp_path):
 
 @pytest.mark.parametrize(
     "override,message",
-    [("dry_run=maybe", "dry_run: Value 'maybe' is not a valid bool"), ("trainer.devices=auto", "dry_run needs trainer.devices as a number")],
+    [
+        ("dry_run=maybe", "dry_run: Value 'maybe' is not a valid bool"),
+        ("trainer.devices=auto", "dry_run needs trainer.devices as a number"),
+        ("trainer=fsdp trainer.devices=8 trainer.precision=16-mixed", "trainer=fsdp does not run with trainer.precision=16-mixed"),
+    ],
 )
 def test_bad_dry_run_input_is_a_user_error(compose_train, override, message):
     from clexlab.utils.checks import preflight_train
@@ -120,6 +110,6 @@ def test_bad_dry_run_input_is_a_user_error(compose_train, override, message):
     from clexlab.workflows.dry_run import build_plan
 
     with pytest.raises(UserError, match=re.escape(message)):
-        cfg = compose_train("model=llama7b", "dry_run=true", override)
+        cfg = compose_train("model=llama7b", "dry_run=true", *override.split())
         preflight_train(cfg)
         build_plan(cfg)

@@ -80,6 +80,12 @@ def build_plan(cfg: DictConfig) -> tuple[MemoryPlan, dict[str, Any]]:
     model = build_skeleton(model_cfg, tokenizer_vocab)
     install_rope(model, rope, int(model_cfg["train_length"]), clex)  # counts the ODE as training would
     world, shards, sharded, strategy = sharding(trainer)
+    if strategy == "ModelParallelStrategy" and str(trainer.get("precision")).startswith("16-"):
+        # Lightning's ModelParallelStrategy accepts 32-true, bf16-mixed, bf16-true and 16-true only.
+        raise UserError(
+            f"trainer=fsdp does not run with trainer.precision={trainer.get('precision')} "
+            "(Lightning's ModelParallelStrategy refuses it): use bf16-mixed"
+        )
     trainable_rope = rope["name"] == "clex" and not clex.get("freeze", False)
     setup = StepSetup(
         seq_len=int(model_cfg["train_length"]),
