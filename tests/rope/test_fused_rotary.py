@@ -74,6 +74,23 @@ def test_untagged_calls_go_to_the_original():
     assert calls == [1, 1]
 
 
+def test_tables_that_never_reach_the_fused_path_are_an_error():
+    """A copy of the tagged cos (no tag) would leave the ODE without gradient: the next forward says so."""
+    from clexlab.rope.clex import CLEXRotaryEmbedding
+
+    rope = CLEXRotaryEmbedding(head_dim=8, base=10000.0, train_length=4, max_scale=4).train()
+    rope.fused_rotary = True
+    x, positions = torch.zeros(2, 6, 8), torch.arange(6)[None].expand(2, -1)
+    q = k = torch.randn(2, 1, 6, 8)
+    with rope.use_scale(3):
+        cos, sin = rope(x, positions)
+        apply_rotary_pos_emb(q, k, cos, sin, 1, _original=_original())  # consumed: fine
+        cos, sin = rope(x, positions)
+        apply_rotary_pos_emb(q, k, cos.clone(), sin, 1, _original=_original())  # a copy: the tag is lost
+        with pytest.raises(RuntimeError, match="reached no attention layer"):
+            rope(x, positions)
+
+
 def _module(**model):
     from clexlab.models import LongContextLM
 

@@ -25,7 +25,7 @@ from torch import nn
 from clexlab.rope.dynamics import CLEXDynamics
 from clexlab.rope.ntk import rope_log_inv_freq
 from clexlab.rope.fast_solver import solve_log_inv_freq_fast
-from clexlab.rope.fused_rotary import tag_angles
+from clexlab.rope.fused_rotary import angles_consumed, tag_angles
 from clexlab.rope.solver import SOLVERS, solve_log_inv_freq
 
 
@@ -80,6 +80,7 @@ class CLEXRotaryEmbedding(nn.Module):
         self._cos_sin_cache: tuple | None = None
         # Set by install_clex when the model's attention takes the fused angle gradient.
         self.fused_rotary = False
+        self._pending_angles: torch.Tensor | None = None  # the last fused training forward's angles
 
     # ----------------------------------------------------------------- scale
     def scale_for_length(self, length: int) -> int:
@@ -154,6 +155,8 @@ class CLEXRotaryEmbedding(nn.Module):
             # Fused: cos/sin are constants to autograd and each layer sends one angle
             # gradient instead (clexlab.rope.fused_rotary); otherwise autograd differentiates them.
             fused = self.fused_rotary and angles.requires_grad
+            # Detached: a tensor that requires grad would be re-wrapped on its way into an
+            # FSDP2 unit (its backward hooks), which drops the tag below.
             source = angles.detach() if fused else angles
             emb = torch.cat((source, source), dim=-1)
             cos, sin = emb.cos(), emb.sin()
@@ -163,8 +166,24 @@ class CLEXRotaryEmbedding(nn.Module):
         if shared:
             cos, sin = cos.expand(batch, -1, -1), sin.expand(batch, -1, -1)
         if fused:
+            self._check_angles_consumed()
             tag_angles(cos, angles)
+            self._pending_angles = angles
         return cos, sin
+
+    def _check_angles_consumed(self) -> None:
+        """Fail loudly if the previous training forward's tagged cos/sin never reached the fused rotary.
+
+        The tables are constants to autograd on the fused path: if something
+        between this module and the attention replaced them by a copy (no tag),
+        the ODE would silently get no gradient at all.
+        """
+        pending, self._pending_angles = self._pending_angles, None
+        if pending is not None and not angles_consumed(pending):
+            raise RuntimeError(
+                "CLEX's cos/sin reached no attention layer through clexlab.rope.fused_rotary (they were copied on "
+                "the way, so the ODE got no gradient): set fused_rotary = False on the CLEX rotary module"
+            )
 
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(cos, sin)`` of shape ``[batch, seq, head_dim]`` in ``x.dtype``."""

@@ -19,8 +19,11 @@ cos/sin computed from *detached* angles and tags them with the angles tensor
 (:func:`tag_angles`); :func:`patch_rotary_application` replaces the attention
 module's ``apply_rotary_pos_emb`` with :func:`apply_rotary_pos_emb`, which
 takes the fused path for tagged cos and calls transformers' own function for
-everything else (plain RoPE, other models, no grad). The library path stays
-the reference: ``tests/rope/test_fused_rotary.py`` holds the two together.
+everything else (plain RoPE, other models, no grad). If a layer ever got a
+copy of the tables instead (no tag), the ODE would get no gradient from it:
+the rotary module checks at its next training forward that the tagged angles
+were consumed, and raises otherwise. The library path stays the reference:
+``tests/rope/test_fused_rotary.py`` holds the two together.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import torch
 from torch import nn
 
 _ANGLES_ATTR = "_clex_angles"
+_CONSUMED_ATTR = "_clex_consumed"
 _ORIGINAL_ATTR = "_clex_original"
 
 
@@ -67,6 +71,7 @@ class RotaryAngleGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, cos, sin, angles):  # noqa: D102
+        setattr(angles, _CONSUMED_ATTR, True)
         cos_, sin_ = cos.unsqueeze(1), sin.unsqueeze(1)
         q_out = q * cos_ + rotate_half(q) * sin_
         k_out = k * cos_ + rotate_half(k) * sin_
@@ -95,6 +100,11 @@ def tag_angles(cos: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     """Mark ``cos`` as computed from ``angles`` (requires grad) so the patched application differentiates them."""
     setattr(cos, _ANGLES_ATTR, angles)
     return cos
+
+
+def angles_consumed(angles: torch.Tensor) -> bool:
+    """True once a :class:`RotaryAngleGrad` took ``angles`` (the tag reached an attention layer)."""
+    return bool(getattr(angles, _CONSUMED_ATTR, False))
 
 
 def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim: int = 1, *, _original: Callable | None = None):
