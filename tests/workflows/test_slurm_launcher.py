@@ -93,6 +93,14 @@ def test_lightning_takes_its_ranks_from_srun(monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))  # else launch() resets torch's threads
+    # The strategy sets the process-wide rank_zero_only.rank to 5: put it back after the test, or
+    # every later in-process run of this pytest session would think it is not rank 0 (no CSV logs).
+    from lightning.fabric.utilities import rank_zero as fabric_rank_zero
+    from lightning.pytorch.utilities import rank_zero as pytorch_rank_zero
+    from lightning_utilities.core import rank_zero as utilities_rank_zero
+
+    for fn in {id(m.rank_zero_only): m.rank_zero_only for m in (fabric_rank_zero, pytorch_rank_zero, utilities_rank_zero)}.values():
+        monkeypatch.setattr(fn, "rank", getattr(fn, "rank", 0))
     kwargs = dict(accelerator="cpu", num_nodes=2, strategy="ddp", logger=False, enable_checkpointing=False)
     trainer = L.Trainer(devices=4, **kwargs)
     assert isinstance(trainer.strategy.cluster_environment, SLURMEnvironment)
