@@ -39,6 +39,22 @@ def test_ranks_partition_the_windows(tiny_module):
         assert sum(p[n].nll_sum for p in parts) == pytest.approx(full[n].nll_sum, rel=1e-5)
 
 
+def test_lockstep_ranks_run_the_same_number_of_forwards(tiny_module):
+    """FSDP's forwards are collectives: with lockstep every rank calls the model equally often, same sums."""
+    tokens = np.random.default_rng(2).integers(0, 256, size=700).astype(np.uint16)
+    full = perplexity_at_lengths(tiny_module.model, tokens, [32, 64], 640, batch_size=2)
+    calls, parts = [], []
+    for r in range(3):  # 20 and 10 windows over 3 ranks: 7/7/6 and 4/3/3, uneven batches
+        calls.append(0)
+        hook = tiny_module.model.model.register_forward_hook(lambda *_: calls.__setitem__(-1, calls[-1] + 1))
+        parts.append(perplexity_at_lengths(tiny_module.model, tokens, [32, 64], 640, 2, rank=r, world_size=3, lockstep=True))
+        hook.remove()
+    assert calls == [calls[0]] * 3 and calls[0] == 4 + 2  # ceil(7/2) + ceil(4/2) forwards on every rank
+    for n in (32, 64):
+        assert sum(p[n].tokens for p in parts) == full[n].tokens
+        assert sum(p[n].nll_sum for p in parts) == pytest.approx(full[n].nll_sum, rel=1e-5)
+
+
 def test_too_little_data_is_a_user_error(tiny_module):
     with pytest.raises(UserError, match="lower eval.max_tokens"):
         perplexity_at_lengths(tiny_module.model, np.zeros(100, dtype=np.uint16), [64, 128], 128)

@@ -18,8 +18,8 @@ class LongContextEval(L.Callback):
 
     Logs ``val/ppl@<length>`` (so ModelCheckpoint can monitor ``val/ppl@L``)
     and, with W&B, a table of the results. Windows are split across ranks and
-    the sums reduced, so DDP runs agree; under FSDP every rank scores every
-    window (its forwards are collectives).
+    the sums reduced, so multi-process runs agree with a single process (under
+    FSDP the ranks run the same number of forwards, its all-gathers being collectives).
 
     Args:
         multiples: lengths as multiples of the model's train length.
@@ -49,10 +49,9 @@ class LongContextEval(L.Callback):
             return
         train_length = pl_module.train_length
         lengths = resolve_lengths(train_length, self.multiples, self.lengths)
-        # Under FSDP every forward is a collective (the layers are all-gathered), so all
-        # ranks must run the same forwards: each scores every window, nothing to reduce.
-        # With whole models (DDP) the windows are split across ranks and the sums reduced.
-        split = not is_sharded(pl_module.model)
+        # The windows are split across ranks and the sums reduced. Under FSDP every forward
+        # is a collective (the layers are all-gathered), so the ranks also keep in lockstep:
+        # the same number of forwards each, a rank short of windows repeating one.
         with gathered_root(pl_module.model):
             partial = perplexity_at_lengths(
                 pl_module.model,
@@ -60,14 +59,14 @@ class LongContextEval(L.Callback):
                 lengths,
                 self.max_tokens,
                 self.batch_size,
-                rank=trainer.global_rank if split else 0,
-                world_size=trainer.world_size if split else 1,
+                rank=trainer.global_rank,
+                world_size=trainer.world_size,
+                lockstep=is_sharded(pl_module.model),
             )
         results = {}
         for n, r in partial.items():
             sums = torch.tensor([r.nll_sum, float(r.tokens)], dtype=torch.float64, device=pl_module.device)
-            if split:
-                sums = trainer.strategy.reduce(sums, reduce_op="sum")
+            sums = trainer.strategy.reduce(sums, reduce_op="sum")
             results[n] = LengthResult(n, float(sums[0]), int(sums[1]))
         self.last_results = results
         for n, r in results.items():

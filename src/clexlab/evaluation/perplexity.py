@@ -75,6 +75,7 @@ def perplexity_at_lengths(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = False,
+    lockstep: bool = False,
 ) -> dict[int, LengthResult]:
     """Score the same ``M`` target tokens at each length.
 
@@ -86,6 +87,9 @@ def perplexity_at_lengths(
         batch_size: windows per forward.
         rank, world_size: score only windows ``rank::world_size`` (sum the results across ranks).
         progress: show a progress bar.
+        lockstep: every rank runs the same number of forwards (those short of
+            windows score a repeated one and drop it). Needed when forwards are
+            collectives, as with FSDP's all-gathers.
 
     Returns:
         ``{length: LengthResult}`` with this rank's partial sums.
@@ -95,7 +99,8 @@ def perplexity_at_lengths(
     results: dict[int, LengthResult] = {}
     with eval_mode(model):
         for length in lengths:
-            windows = stream[:-1].view(-1, length)[rank::world_size]
+            all_windows = stream[:-1].view(-1, length)
+            windows = all_windows[rank::world_size]
             targets = stream[1:].view(-1, length)[rank::world_size]
             nll, count = 0.0, 0
             starts = range(0, windows.shape[0], batch_size)
@@ -109,6 +114,10 @@ def perplexity_at_lengths(
                 batch_nll, batch_count = causal_lm_nll(model, ids, labels)
                 nll += float(batch_nll)
                 count += int(batch_count)
+            if lockstep:
+                most = math.ceil(math.ceil(all_windows.shape[0] / world_size) / batch_size)
+                for _ in range(most - len(starts)):  # keep pace with the busiest rank; result dropped
+                    causal_lm_nll(model, all_windows[:1].to(device), all_windows[:1].to(device))
             results[int(length)] = LengthResult(int(length), nll, count)
     return results
 
