@@ -73,7 +73,8 @@ class GatheredWeightCasts(TorchDispatchMode):
         self.model, self.skip = model, skip
         self.casts: dict[int, int] = {}
 
-    def _gathered_storages(self) -> set[int]:
+    def gathered(self) -> set[int]:
+        """Storages of the plain (gathered or replicated) parameters, the ODE left out."""
         from clexlab.models.sharding import is_dtensor
 
         return {
@@ -88,7 +89,7 @@ class GatheredWeightCasts(TorchDispatchMode):
             func is torch.ops.aten._to_copy.default
             and args[0].dtype == torch.float32
             and out.dtype in (torch.bfloat16, torch.float16)
-            and args[0].untyped_storage().data_ptr() in self._gathered_storages()
+            and args[0].untyped_storage().data_ptr() in self.gathered()
         ):
             self.casts[out.untyped_storage().data_ptr()] = out.untyped_storage().nbytes()
         return out

@@ -30,6 +30,7 @@ from clexlab.models import sharding
 from clexlab.models.memory_plan import ModelShape, StepSetup, count_parameters, plan_memory
 from clexlab.rope import find_rotary
 from clexlab.rope.factory import install_rope
+from tests.distributed.helpers import GatheredWeightCasts
 
 # Sizes chosen so no two kinds of tensor share a shape by accident; GQA (2 kv heads of 4) on purpose.
 MODEL = {
@@ -229,37 +230,6 @@ def test_unknown_precision_is_refused():
 
 
 # ------------------------------------------------------------------ FSDP2, measured
-class _GatheredCasts(TorchDispatchMode):
-    """Bytes of float32 -> bf16 copies of *gathered* parameters (plain tensors, not DTensor shards).
-
-    FSDP2's own cast of a float32 shard before a bf16 all-gather is not one of
-    them; autocast's cast of a float32 gathered weight is. The ODE is left out.
-    """
-
-    def __init__(self, model: nn.Module, skip: set[int]) -> None:
-        super().__init__()
-        self.model, self.skip = model, skip
-        self.casts: dict[int, int] = {}
-
-    def gathered(self) -> set[int]:
-        return {
-            p.untyped_storage().data_ptr()
-            for p in self.model.parameters()
-            if not sharding.is_dtensor(p) and id(p) not in self.skip
-        }
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if (
-            func is torch.ops.aten._to_copy.default
-            and args[0].dtype == torch.float32
-            and out.dtype == torch.bfloat16
-            and args[0].untyped_storage().data_ptr() in self.gathered()
-        ):
-            self.casts[out.untyped_storage().data_ptr()] = out.untyped_storage().nbytes()
-        return out
-
-
 def measure_fsdp_step(policy: bool, gradient_checkpointing: bool, seq_len: int = 160) -> dict:
     """One bf16-mixed step of the model sharded as ``LongContextLM.configure_model`` shards it.
 
@@ -279,7 +249,7 @@ def measure_fsdp_step(policy: bool, gradient_checkpointing: bool, seq_len: int =
         forward_methods={"nll": functools.partial(causal_lm_nll, model)},
         mp_policy=sharding.mixed_precision_policy("bf16-mixed") if policy else None,
     )
-    spy = _GatheredCasts(model, {id(p) for p in ode})
+    spy = GatheredWeightCasts(model, {id(p) for p in ode})
     seen: dict = {"linear": set()}
 
     def linear_pre(module, args):
