@@ -132,3 +132,21 @@ def test_patch_is_idempotent_and_reports_unknown_models():
     patched = modeling_llama.apply_rotary_pos_emb
     assert patch_rotary_application(module.model) and modeling_llama.apply_rotary_pos_emb is patched
     assert not patch_rotary_application(torch.nn.Linear(2, 2))  # no attention modules: not fused
+
+
+def test_an_attention_that_does_not_call_the_global_is_left_alone():
+    """Library drift: an attention class whose forward rotates some other way keeps plain autograd."""
+    from clexlab.rope.fused_rotary import _calls_global
+
+    class OwnRotation(modeling_llama.LlamaAttention):
+        def forward(self, hidden_states, position_embeddings, attention_mask=None, **kwargs):
+            return super().forward(hidden_states, position_embeddings, attention_mask, **kwargs)
+
+    assert _calls_global(modeling_llama.LlamaAttention, "apply_rotary_pos_emb")
+    assert not _calls_global(OwnRotation, "apply_rotary_pos_emb")
+    module = _module()
+    layer = module.model.model.layers[0]
+    own = OwnRotation(module.model.config, 0)
+    own.load_state_dict(layer.self_attn.state_dict())
+    layer.self_attn = own
+    assert not patch_rotary_application(module.model)

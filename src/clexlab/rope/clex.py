@@ -136,6 +136,11 @@ class CLEXRotaryEmbedding(nn.Module):
             return self._solve(torch.tensor([1.0, float(t)]))[-1]
         return self.frequency_table()[t - 1]
 
+    def inv_freq_for_length(self, length: int) -> torch.Tensor:
+        """Inverse frequencies of an evaluation forward over ``length`` positions (no grad)."""
+        with torch.no_grad():
+            return self.log_inv_freq(self.scale_for_length(length)).exp()
+
     def current_scale(self, position_ids: torch.Tensor) -> int:
         """The scale used for a forward at ``position_ids``."""
         if self._scale_override is not None:

@@ -28,6 +28,7 @@ were consumed, and raises otherwise. The library path stays the reference:
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable
 
@@ -117,26 +118,43 @@ def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim: int = 1, *, _original: C
     return _original(q, k, cos, sin, unsqueeze_dim)
 
 
+def _calls_global(cls: type, name: str) -> bool:
+    """Whether ``cls.forward`` looks ``name`` up as a global of its module (undecorated code)."""
+    forward = inspect.unwrap(cls.forward)
+    code = getattr(forward, "__code__", None)
+    return code is not None and name in code.co_names and forward.__globals__ is vars(sys.modules[cls.__module__])
+
+
 def patch_rotary_application(model: nn.Module) -> bool:
     """Route the attention modules' ``apply_rotary_pos_emb`` through :func:`apply_rotary_pos_emb`.
 
     transformers' attention classes call a module-level ``apply_rotary_pos_emb``
-    of their own modeling file (Llama, Mistral, Qwen2, ...): that global is
-    replaced by a wrapper that behaves exactly like the original for untagged
-    cos/sin, so other models in the process are unaffected. Idempotent.
+    of their own modeling file (Llama, Mistral, Qwen2, GPT-NeoX, Phi, ...): that
+    global is replaced by a wrapper that behaves exactly like the original for
+    untagged cos/sin, so other models in the process are unaffected. Idempotent.
+
+    Guarded against library drift: the global is only replaced where the
+    attention's ``forward`` really looks it up by that name; otherwise this
+    returns False and CLEX differentiates cos/sin with plain autograd (always
+    correct). Should a future attention class stop calling the global after
+    this check, the rotary module notices at its next training forward (the
+    tagged angles were never consumed) and raises instead of training the ODE
+    without a gradient.
 
     Returns:
         True when every attention module of ``model`` now uses the fused path;
         False when some attention class has no such global (then CLEX keeps
         plain autograd through cos/sin, which is always correct).
     """
-    attention_modules = {
-        type(m).__module__ for name, m in model.named_modules() if name.endswith("self_attn")
-    }
-    if not attention_modules:
+    from clexlab.arch import architecture_of
+
+    if getattr(model, "config", None) is None:
+        return False  # not a transformers model: nothing to route
+    classes = {type(m) for m in architecture_of(model).attention_modules(model)}
+    if not classes or not all(_calls_global(cls, "apply_rotary_pos_emb") for cls in classes):
         return False
-    for module_name in attention_modules:
-        modeling = sys.modules.get(module_name)
+    for module_name in {cls.__module__ for cls in classes}:
+        modeling = sys.modules[module_name]
         current = getattr(modeling, "apply_rotary_pos_emb", None)
         if current is None:
             return False
