@@ -8,8 +8,8 @@ at 1.0 (conf/trainer/default.yaml), ``AdamW.step()`` and
 ``zero_grad(set_to_none=True)``. The model is a ``LlamaForCausalLM`` with
 random weights built by ``clexlab.models.builder.build_model`` from a
 conf/model/*.yaml file (shapes only; ``path`` is ignored). Both ropes are put
-in with ``clexlab.rope.factory.install_rope`` as ``LongContextLM`` does, and the
-benchmark swaps ``model.model.rotary_emb`` between them, so plain and CLEX
+in with their methods' ``install`` (``clexlab.rope.methods``) as ``LongContextLM`` does, and the
+benchmark swaps the model's rotary module between them, so plain and CLEX
 share one set of weights and one optimizer (half the memory of two models):
 
 * plain: transformers' default RoPE, contiguous positions 0..n-1;
@@ -151,7 +151,7 @@ class Pair:
         from clexlab.curriculum import ContiguousPositions, UniformScaleCurriculum
         from clexlab.models.builder import build_model
         from clexlab.rope import find_rotary
-        from clexlab.rope.factory import install_rope
+        from clexlab.rope.methods import method_from_config
 
         cfg = {**model_cfg, "train_length": seq_len, "attn_implementation": args.attn,
                "gradient_checkpointing": args.grad_ckpt}
@@ -164,9 +164,9 @@ class Pair:
         except ImportError as err:  # e.g. flash_attention_2 without the flash_attn package
             raise BenchError(f"--attn {args.attn}: {str(err).splitlines()[0]}") from err
         self.model.train()
-        install_rope(self.model, {"name": "none"}, seq_len, clex_cfg)
+        method_from_config("none").install(self.model, seq_len)
         self.plain_rotary = find_rotary(self.model)
-        install_rope(self.model, {"name": "clex"}, seq_len, clex_cfg)
+        method_from_config("clex", {"clex": clex_cfg}).install(self.model, seq_len)
         self.clex_rotary = find_rotary(self.model)
         self.curricula = {"plain": ContiguousPositions(), "clex": UniformScaleCurriculum(args.max_scale, seed=0)}
         # The groups of LongContextLM.configure_optimizers: decay, no decay, the ODE at its own lr.
@@ -186,7 +186,9 @@ class Pair:
 
         device = ids.device
         clex = method == "clex"
-        self.model.model.rotary_emb = self.clex_rotary if clex else self.plain_rotary
+        from clexlab.arch import architecture_of
+
+        architecture_of(self.model).set_rotary(self.model, self.clex_rotary if clex else self.plain_rotary)
         _sync(device)
         start = time.perf_counter()
         draw = self.curricula[method].sample(step, ids.shape[1])

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from clexlab.models.builder import build_model, build_skeleton, build_tiny_llama, load_pretrained
+from clexlab.models.builder import build_model, build_skeleton, build_tiny, load_pretrained
 from clexlab.utils.errors import UserError
 
 SIZES = {
@@ -49,7 +49,7 @@ class Float32Watch(TorchDispatchMode):
 def bf16_checkpoint(tmp_path_factory):
     """A small LLaMA saved in bf16 (config.json records dtype bfloat16), with its smallest matrix's size."""
     torch.manual_seed(0)
-    model = build_tiny_llama({**SIZES, "dtype": "bfloat16"}, 300)
+    model = build_tiny({**SIZES, "dtype": "bfloat16"}, 300)
     path = tmp_path_factory.mktemp("bf16-llama")
     model.save_pretrained(path)
     smallest = min(p.numel() for p in model.parameters() if p.ndim == 2)
@@ -93,22 +93,22 @@ def test_auto_without_weights_uses_the_recorded_dtype(bf16_checkpoint):
 
 
 def test_auto_for_a_model_built_in_code_is_float32():
-    model = build_tiny_llama({**SIZES, "dtype": "auto"}, 300)
+    model = build_tiny({**SIZES, "dtype": "auto"}, 300)
     assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
 def test_vocab_size_key_overrides_the_tokenizer():
-    model = build_tiny_llama({**SIZES, "dtype": "float32", "vocab_size": 1000}, 257)
+    model = build_tiny({**SIZES, "dtype": "float32", "vocab_size": 1000}, 257)
     assert model.get_input_embeddings().weight.shape[0] == 1000
     assert model.lm_head.weight.shape[0] == 1000
-    assert build_tiny_llama({**SIZES, "dtype": "float32", "vocab_size": None}, 257).config.vocab_size == 257
+    assert build_tiny({**SIZES, "dtype": "float32", "vocab_size": None}, 257).config.vocab_size == 257
 
 
 def test_vocab_size_below_the_tokenizer_is_a_user_error():
     with pytest.raises(UserError, match="smaller than the tokenizer"):
-        build_tiny_llama({**SIZES, "dtype": "float32", "vocab_size": 100}, 257)
+        build_tiny({**SIZES, "dtype": "float32", "vocab_size": 100}, 257)
 
 
 def test_unknown_dtype_is_a_user_error():
     with pytest.raises(UserError, match="model.dtype must be one of"):
-        build_tiny_llama({**SIZES, "dtype": "float64"}, 257)
+        build_tiny({**SIZES, "dtype": "float64"}, 257)

@@ -27,9 +27,9 @@ from clexlab.curriculum import UniformScaleCurriculum
 from clexlab.models.builder import build_model
 from clexlab.models.loss import causal_lm_nll
 from clexlab.models import sharding
-from clexlab.models.memory_plan import ModelShape, StepSetup, count_parameters, plan_memory
+from clexlab.models.memory_plan import ModelShape, ParamCounts, StepSetup, count_parameters, plan_memory
 from clexlab.rope import find_rotary
-from clexlab.rope.factory import install_rope
+from clexlab.rope.methods import method_from_config
 from tests.distributed.helpers import GatheredWeightCasts
 
 # Sizes chosen so no two kinds of tensor share a shape by accident; GQA (2 kv heads of 4) on purpose.
@@ -77,7 +77,7 @@ def measure_step(precision: str, gradient_checkpointing: bool, attn: str = "sdpa
     torch.manual_seed(0)
     cfg = {**MODEL, "gradient_checkpointing": gradient_checkpointing, "attn_implementation": attn, "train_length": seq_len}
     model = build_model(cfg, VOCAB)
-    install_rope(model, {"name": "clex"}, seq_len, CLEX)
+    method_from_config("clex", {"clex": CLEX}).install(model, seq_len)
     if precision == "bf16-true":
         model = model.to(torch.bfloat16)  # what Lightning's bf16-true does to the whole module
     model.train()
@@ -194,7 +194,7 @@ def test_activations_scale_with_sequence_length():
 def test_sharding_divides_states_and_adds_gathered_layers():
     """FSDP over 8: weights/grads/AdamW / 8 (the replicated ODE whole), plus the unsharded units in flight."""
     model = build_model({**MODEL, "gradient_checkpointing": False}, VOCAB)
-    install_rope(model, {"name": "clex"}, 160, CLEX)
+    method_from_config("clex", {"clex": CLEX}).install(model, 160)
     counts = count_parameters(model)
     shape = ModelShape.from_config(model.config)
 
@@ -226,7 +226,7 @@ def test_sharding_divides_states_and_adds_gathered_layers():
 def test_unknown_precision_is_refused():
     shape = ModelShape(64, 2, 4, 4, 16, 128, 100)
     with pytest.raises(ValueError, match="precision"):
-        plan_memory(shape, count_parameters(nn.Linear(2, 2)), StepSetup(seq_len=8, batch=1, precision="64-true"))
+        plan_memory(shape, ParamCounts(*[0] * 9), StepSetup(seq_len=8, batch=1, precision="64-true"))
 
 
 # ------------------------------------------------------------------ FSDP2, measured
@@ -239,7 +239,7 @@ def measure_fsdp_step(policy: bool, gradient_checkpointing: bool, seq_len: int =
     """
     torch.manual_seed(0)
     model = build_model({**MODEL, "gradient_checkpointing": gradient_checkpointing, "train_length": seq_len}, VOCAB)
-    install_rope(model, {"name": "clex"}, seq_len, CLEX)
+    method_from_config("clex", {"clex": CLEX}).install(model, seq_len)
     model.train()
     ode = [p for name, p in model.named_parameters() if ".rotary_emb." in name]
     sharding.shard_model(
@@ -328,7 +328,7 @@ def fsdp_steps() -> dict:
 def test_fsdp_bf16_mixed_plan_matches_a_measured_fully_shard_step(fsdp_steps):
     """bf16-mixed under FSDP2 (``trainer=fsdp``): bf16 units over float32 shards, no autocast weight copies."""
     model = build_model({**MODEL, "gradient_checkpointing": False}, VOCAB)
-    install_rope(model, {"name": "clex"}, 160, CLEX)
+    method_from_config("clex", {"clex": CLEX}).install(model, 160)
     counts, shape = count_parameters(model), ModelShape.from_config(model.config)
     for checkpointing in (False, True):
         measured = fsdp_steps[(True, checkpointing)]
@@ -355,7 +355,7 @@ def test_fsdp_bf16_mixed_plan_matches_a_measured_fully_shard_step(fsdp_steps):
 def test_fsdp_without_the_policy_would_copy_every_gathered_weight(fsdp_steps):
     """The control: float32 gathered, autocast caches a bf16 copy of every linear weight (what the policy removes)."""
     model = build_model({**MODEL, "gradient_checkpointing": False}, VOCAB)
-    install_rope(model, {"name": "clex"}, 160, CLEX)
+    method_from_config("clex", {"clex": CLEX}).install(model, 160)
     counts = count_parameters(model)
     measured, policy = fsdp_steps[(False, False)], fsdp_steps[(True, False)]
     assert measured["linear_weights"] == ["torch.float32"]

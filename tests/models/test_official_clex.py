@@ -60,7 +60,8 @@ def write_released_dir(model, rope, path, weights="safetensors", log_scale=False
         shards = {"pytorch_model-00001-of-00002.bin": keys[: len(keys) // 2], "pytorch_model-00002-of-00002.bin": keys[len(keys) // 2 :]}
         for name, names in shards.items():
             torch.save({k: state[k] for k in names}, path / name)
-        index = {"weight_map": {k: name for name, names in shards.items() for k in names}}
+        total = sum(v.numel() * v.element_size() for v in state.values())
+        index = {"metadata": {"total_size": total}, "weight_map": {k: name for name, names in shards.items() for k in names}}
         (path / "pytorch_model.bin.index.json").write_text(json.dumps(index))
     return path
 
@@ -164,8 +165,11 @@ def test_bad_directories_are_one_line_errors(tmp_path):
     model, rope = tiny_clex_llama()
     directory = write_released_dir(model, rope, tmp_path / "clex")
     config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
+    with pytest.raises(UserError, match="'bert' is not supported by clexlab; supported: gemma"):
+        load_official_clex(directory)
     (directory / "config.json").write_text(json.dumps({**config, "model_type": "mixtral"}))
-    with pytest.raises(UserError, match="LLaMA-family"):
+    with pytest.raises(UserError, match="do not fit a MixtralForCausalLM"):
         load_official_clex(directory)
     (directory / "config.json").write_text(json.dumps({**config, "rope_scaling": None}))
     with pytest.raises(UserError, match="not a released CLEX model"):
@@ -182,3 +186,73 @@ def test_bad_directories_are_one_line_errors(tmp_path):
         from transformers import LlamaConfig, LlamaForCausalLM
 
         export_official_clex(LlamaForCausalLM(LlamaConfig(**{k: config[k] for k in ("hidden_size", "num_attention_heads")}, num_hidden_layers=1, intermediate_size=8, vocab_size=8)), tmp_path / "x")
+
+
+# ------------------------------------------------------- the Phi-2 and Mixtral releases
+def released_family_dir(path, arch: str, theta: float, log_scale: bool):
+    """A released CLEX-Phi-2 / CLEX-Mixtral directory, written by hand from the released code's names:
+    its config keys (``partial_rotary_factor`` and ``rope_theta`` at the top, ``rope_scaling`` of type clex,
+    an ``auto_map``), transformers-4.36-era weight names (Mixtral's ``block_sparse_moe.experts.<i>.w1/w2/w3``)
+    and the ODE under ``model.clex_layer`` over the rotary dimension, with ``inv_freq`` from ``rope_theta``."""
+    from safetensors.torch import save_file
+
+    from clexlab.arch import get_architecture
+    from clexlab.models.builder import build_tiny
+
+    sizes = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 48,
+             "train_length": L, "rope_theta": theta}
+    torch.manual_seed(5)
+    reference = build_tiny({**sizes, "arch": arch}, 64).eval()
+    rotary_dim = get_architecture(arch).rotary_dim(reference.config)
+    state = {}
+    for key, value in reference.state_dict().items():
+        if "rotary_emb" in key:
+            continue
+        if ".mlp.experts.gate_up_proj" in key:  # transformers 5 fuses what the release stores per expert
+            layer = key.split(".mlp.")[0].replace(".layers.", ".layers.")
+            for e in range(value.shape[0]):
+                w1, w3 = value[e].chunk(2, dim=0)
+                state[f"{layer}.block_sparse_moe.experts.{e}.w1.weight"] = w1.clone()
+                state[f"{layer}.block_sparse_moe.experts.{e}.w3.weight"] = w3.clone()
+            continue
+        if ".mlp.experts.down_proj" in key:
+            layer = key.split(".mlp.")[0]
+            for e in range(value.shape[0]):
+                state[f"{layer}.block_sparse_moe.experts.{e}.w2.weight"] = value[e].clone()
+            continue
+        state[key.replace(".mlp.gate.", ".block_sparse_moe.gate.")] = value.clone()
+    up = torch.randn(rotary_dim // 2, rotary_dim) * 0.3
+    down = torch.randn(rotary_dim, rotary_dim // 2) * 0.3
+    inv_freq = 1.0 / (theta ** (torch.arange(0, rotary_dim, 2).float() / rotary_dim))
+    state.update({UP: up, DOWN: down, INV_FREQ: inv_freq})
+    path.mkdir(parents=True)
+    save_file(state, str(path / "model.safetensors"))
+    config = reference.config.to_dict()
+    params = config.pop("rope_parameters")
+    config.update(
+        rope_theta=theta, log_scale=log_scale, use_flashattn=True, max_position_embeddings=L,
+        rope_scaling={"type": "clex", "max_factor": T_MAX, "param_factor": 1, "act": "tanh", "factor": 1},
+        auto_map={"AutoConfig": f"configuration_{arch}_clex.CLEX{arch.title()}Config"},
+    )
+    if "partial_rotary_factor" in params:
+        config["partial_rotary_factor"] = params["partial_rotary_factor"]
+    (path / "config.json").write_text(json.dumps(config))
+    return reference, up, down, inv_freq
+
+
+@pytest.mark.parametrize("arch, theta, log_scale", [("phi", 10000.0, False), ("mixtral", 1e6, True)])
+def test_released_phi2_and_mixtral_directories_load_with_the_released_ode(tmp_path, arch, theta, log_scale):
+    reference, up, down, inv_freq = released_family_dir(tmp_path / arch, arch, theta, log_scale)
+    loaded, info = load_official_clex(tmp_path / arch)
+    assert type(loaded).__name__ == type(reference).__name__ and info["log_scale"] == log_scale
+    # Every weight arrived (Mixtral's per-expert w1/w2/w3 fused by transformers' own loader).
+    mine = {k: v for k, v in loaded.state_dict().items() if "rotary_emb" not in k}
+    assert mine.keys() == {k for k in reference.state_dict() if "rotary_emb" not in k}
+    for key, value in reference.state_dict().items():
+        if "rotary_emb" not in key:
+            assert torch.equal(mine[key], value), key
+    # The released ODE: its time embedding uses base 10000 even for Mixtral's rope_theta 1e6,
+    # over the rotary dimension (Phi-2 rotates part of each head).
+    rope = loaded.model.rotary_emb
+    assert rope.head_dim == 2 * inv_freq.numel() and rope.own.base == pytest.approx(theta)
+    assert_close(rope.frequency_table(), released_table(up, down, inv_freq), atol=1e-4, rtol=0)

@@ -113,3 +113,36 @@ def test_bad_dry_run_input_is_a_user_error(compose_train, override, message):
         cfg = compose_train("model=llama7b", "dry_run=true", *override.split())
         preflight_train(cfg)
         build_plan(cfg)
+
+
+# The published parameter counts of each recipe's model (without CLEX), and its CLEX ODE
+# (rotary_dim/2 x rotary_dim + rotary_dim x rotary_dim/2, param_factor 1).
+RECIPES = {
+    "llama3_8b": (8_030_261_248, 128, None),
+    "mistral7b": (7_241_732_096, 128, None),
+    "qwen2_7b": (7_615_616_512, 128, None),
+    "mixtral8x7b": (46_702_792_704, 128, 12_879_925_248),
+    "phi2": (2_779_683_840, 32, None),   # partial_rotary_factor 0.4 of head_dim 80
+    "pythia1b": (1_011_781_632, 64, None),  # rotary_pct 0.25 of head_dim 256
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_plans_without_weights_and_needs_a_path_to_train(name, compose_train):
+    from clexlab.utils.checks import preflight_train
+    from clexlab.utils.errors import UserError
+    from clexlab.workflows.dry_run import build_plan, format_plan
+
+    published, rotary_dim, active = RECIPES[name]
+    plan, facts = build_plan(compose_train(f"model={name}", "dry_run=true", "trainer=fsdp", "trainer.devices=8"))
+    counts = plan.counts
+    assert counts.ode == rotary_dim * rotary_dim and counts.total - counts.ode == published
+    report = format_plan(plan, facts, 80.0)
+    if active is not None:  # MoE: the active count, every expert sharded with its layer
+        assert counts.active - counts.ode == active
+        assert f"{counts.active:,} active per token (2 of 8 experts per layer)" in report
+        assert "(every expert too: each rank holds 1/8 of each)" in report
+    else:
+        assert counts.active == counts.total and "active per token" not in report
+    with pytest.raises(UserError, match=f"model={name} needs local weights: set model.path="):
+        preflight_train(compose_train(f"model={name}"))

@@ -75,10 +75,6 @@ class Architecture:
         """The attention module of every decoder layer."""
         return [getattr(layer, self.attention_attr) for layer in self.layers(model)]
 
-    def attention_suffix(self) -> str:
-        """The name suffix of attention modules in ``named_modules()`` (``.self_attn``)."""
-        return f".{self.attention_attr}"
-
     def rotary(self, model: nn.Module) -> nn.Module:
         """The backbone's shared rotary module (its output reaches every layer)."""
         backbone = self.backbone(model)

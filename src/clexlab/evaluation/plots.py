@@ -143,7 +143,6 @@ def clex_frequency_curves(
         ``{"t": [...], "indices": [...], "learned": [[...] per index], "ntk": ..., "pi": ...}``.
     """
     from clexlab.rope.fast_solver import solve_log_inv_freq_fast
-    from clexlab.rope.ntk import ntk_log_inv_freq
 
     half = rope.head_dim // 2
     if indices is None:
@@ -155,7 +154,7 @@ def clex_frequency_curves(
     dynamics = rope.dynamics
     with torch.no_grad():
         learned = solve_log_inv_freq_fast(dynamics, z0.to(dynamics.up_proj.device), times).cpu()
-        ntk = torch.stack([ntk_log_inv_freq(t.float(), rope.head_dim, dynamics.base) for t in times])
+        ntk = torch.stack([dynamics.ntk_log_inv_freq(t) for t in times])
     pi = z0[None, :] - torch.log(times.float())[:, None]
     return {
         "t": times.tolist(),

@@ -1,4 +1,4 @@
-"""Build the transformers causal LM: a tiny LLaMA in code, or a local checkpoint."""
+"""Build the transformers causal LM: a tiny model of any supported family in code, or a local checkpoint."""
 
 from __future__ import annotations
 
@@ -55,34 +55,33 @@ def model_vocab_size(cfg: dict[str, Any], tokenizer_vocab: int | None) -> int:
     return configured
 
 
-def tiny_llama_config(cfg: dict[str, Any], vocab_size: int):
-    """The ``LlamaConfig`` of a model built in code from the sizes in ``cfg``."""
-    from transformers import LlamaConfig
+def tiny_config(cfg: dict[str, Any], vocab_size: int):
+    """The transformers config of a model built in code: family ``model.arch`` with the sizes in ``cfg``.
 
-    return LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=cfg["hidden_size"],
-        intermediate_size=cfg["intermediate_size"],
-        num_hidden_layers=cfg["num_layers"],
-        num_attention_heads=cfg["num_heads"],
-        num_key_value_heads=cfg.get("num_kv_heads") or cfg["num_heads"],
-        max_position_embeddings=cfg["train_length"],
-        rope_parameters={"rope_type": "default", "rope_theta": float(cfg.get("rope_theta", 10000.0))},
-        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        attn_implementation=cfg.get("attn_implementation", "sdpa"),
-    )
+    ``model.rope_parameters`` (e.g. Llama-3.1's ``llama3`` scaling in a recipe) and
+    ``model.config_overrides`` (any other key of the family's config) are applied on top.
+    """
+    from clexlab.arch import get_architecture
+
+    arch = get_architecture(cfg.get("arch") or "llama")
+    config = arch.tiny_config(cfg, vocab_size)
+    if cfg.get("rope_parameters"):
+        config.rope_parameters = {**arch.rope_parameters(config), **dict(cfg["rope_parameters"])}
+    for key, value in dict(cfg.get("config_overrides") or {}).items():
+        setattr(config, key, value)
+    return config
 
 
-def build_tiny_llama(cfg: dict[str, Any], vocab_size: int) -> nn.Module:
-    """A randomly initialised LlamaForCausalLM with the sizes in ``cfg``.
+def build_tiny(cfg: dict[str, Any], vocab_size: int) -> nn.Module:
+    """A randomly initialised causal LM of family ``model.arch`` (llama by default) with the sizes in ``cfg``.
 
     ``vocab_size`` is the tokenizer's; ``cfg['vocab_size']``, when set, overrides it
     (see :func:`model_vocab_size`).
     """
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    config = tiny_llama_config(cfg, model_vocab_size(cfg, vocab_size))
-    return LlamaForCausalLM(config).to(resolve_dtype(cfg.get("dtype")))
+    config = tiny_config(cfg, model_vocab_size(cfg, vocab_size))
+    return AutoModelForCausalLM.from_config(config).to(resolve_dtype(cfg.get("dtype")))
 
 
 def load_pretrained(cfg: dict[str, Any], load_weights: bool = True) -> nn.Module:
@@ -95,24 +94,34 @@ def load_pretrained(cfg: dict[str, Any], load_weights: bool = True) -> nn.Module
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from clexlab.arch import get_architecture
+
     path = check_model_dir(cfg.get("path"), cfg.get("name", "model"))
     name = cfg.get("dtype") or "float32"
-    attn = cfg.get("attn_implementation", "sdpa")
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    # An unsupported family is refused here, in one line, before any weight is read.
+    attn = get_architecture(config.model_type).attn_implementation(cfg.get("attn_implementation"))
     if load_weights:
         dtype = "auto" if name == "auto" else resolve_dtype(name)
         return AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=dtype, local_files_only=True, trust_remote_code=False, attn_implementation=attn
+            str(path), config=config, dtype=dtype, local_files_only=True, trust_remote_code=False,
+            attn_implementation=attn,
         )
-    config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
-    config._attn_implementation = attn
-    return AutoModelForCausalLM.from_config(config, dtype=resolve_dtype(name, getattr(config, "dtype", None)))
+    return AutoModelForCausalLM.from_config(
+        config, dtype=resolve_dtype(name, getattr(config, "dtype", None)), attn_implementation=attn
+    )
 
 
 def build_model(cfg: dict[str, Any], vocab_size: int, load_weights: bool = True) -> nn.Module:
     """The causal LM described by the ``model`` config node."""
-    model = load_pretrained(cfg, load_weights) if cfg.get("path") else build_tiny_llama(cfg, vocab_size)
+    model = load_pretrained(cfg, load_weights) if cfg.get("path") else build_tiny(cfg, vocab_size)
     if cfg.get("gradient_checkpointing"):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5.24 renamed gradient_checkpointing_enable (still there, deprecated) and its argument;
+        # take the new name where it exists.
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 
@@ -126,13 +135,15 @@ def build_skeleton(cfg: dict[str, Any], tokenizer_vocab: int | None = None) -> n
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from clexlab.arch import get_architecture
+
     path = cfg.get("path")
     if path and str(path) != "???":
         config = AutoConfig.from_pretrained(str(check_model_dir(path, cfg.get("name", "model"))), local_files_only=True)
         dtype = resolve_dtype(cfg.get("dtype"), getattr(config, "dtype", None))
     else:
-        config = tiny_llama_config({**cfg, "attn_implementation": "sdpa"}, model_vocab_size(cfg, tokenizer_vocab))
+        config = tiny_config(cfg, model_vocab_size(cfg, tokenizer_vocab))
         dtype = resolve_dtype(cfg.get("dtype"))
-    config._attn_implementation = "sdpa"
+    attn = get_architecture(config.model_type).attn_implementation("sdpa")
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config, dtype=dtype)
+        return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)

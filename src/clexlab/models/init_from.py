@@ -7,14 +7,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from clexlab.arch import architecture_of
 from clexlab.utils.errors import UserError
-
-# Keys a change of RoPE method may add or drop: the CLEX ODE weights.
-_ROPE_KEYS = ".rotary_emb."
 
 
 def load_weights_from(module: nn.Module, path: str | Path) -> None:
-    """Copy the weights of a clexlab checkpoint into ``module``.
+    """Copy the weights of a clexlab checkpoint into ``module`` (a :class:`~clexlab.models.LongContextLM`).
 
     Only the RoPE method's own parameters (the CLEX ODE) may be missing or
     extra, so a plain-RoPE base model can continue with CLEX or a baseline.
@@ -33,6 +31,9 @@ def load_weights_from(module: nn.Module, path: str | Path) -> None:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as err:
         raise UserError(f"init_from={path} is from a model of another shape: {str(err).splitlines()[1].strip()}") from err
-    other = [k for k in (*result.missing_keys, *result.unexpected_keys) if _ROPE_KEYS not in k]
+    # Only the RoPE method's own parameters may come or go (the CLEX ODE, under the rotary module);
+    # the LightningModule keeps the causal LM as ``module.model``, hence the "model." in front.
+    prefix = "model." + architecture_of(module.model).rotary_prefix(module.model)
+    other = [k for k in (*result.missing_keys, *result.unexpected_keys) if not k.startswith(prefix)]
     if other:
         raise UserError(f"init_from={path} does not match this model (e.g. {other[0]!r}): same model.* settings needed")

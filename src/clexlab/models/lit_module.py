@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import Any
 
@@ -12,15 +11,13 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
-from clexlab.curriculum import ContiguousPositions, ScaleCurriculum, ScaleSample, UniformScaleCurriculum
+from clexlab.curriculum import ScaleSample, curriculum_from_config
 from clexlab.models import sharding
 from clexlab.models.builder import build_model
 from clexlab.models.loss import causal_lm_nll
 from clexlab.rope import CLEXRotaryEmbedding, find_rotary
-from clexlab.rope.factory import install_rope, method_label
+from clexlab.rope.methods import method_from_config
 
-# Parameters of the RoPE method itself (the CLEX ODE): their own optimizer group, replicated under FSDP.
-ROPE_PARAMS = ".rotary_emb."
 # The chunked loss, registered on the sharded model as a forward method (see clexlab.models.sharding).
 NLL_METHOD = "clexlab_nll"
 
@@ -35,20 +32,22 @@ class LongContextLM(L.LightningModule):
     gradients are averaged here before each optimizer step.
 
     Args:
-        model: the ``model`` config node (sizes or a local ``path``).
-        rope: the ``rope`` config node (``name``: clex, none, pi, ntk, dynamic_ntk,
-            yarn; ``factor`` and options for the baselines), or just the name.
+        model: the ``model`` config node (family ``arch`` and sizes, or a local ``path``).
+        rope: the ``rope`` config node (``_target_``: the method's class, ``name``,
+            ``factor`` and the method's options), or just the method's name.
         clex: the ``clex`` config node (max_scale, param_factor, act, time_dt, lr, freeze, ...).
         optim: ``lr``, ``weight_decay``, ``betas``, ``warmup_steps``, ``min_lr_ratio``.
         vocab_size: tokenizer vocabulary (used for models built in code).
         seed: seeds the curriculum; every rank draws the same t from ``(seed, step)``.
         train: ``position_sampling`` (None = the method's default: on for CLEX,
             off otherwise) and ``sampling_max_scale`` (t_max of the positions
-            drawn for non-CLEX methods).
+            drawn for methods without a t_max of their own).
         data: the data config trained on, kept in the checkpoint so ``eval.py``
             scores the same held-out split.
         load_weights: read pretrained weights from ``model.path`` (off when a
             checkpoint is about to overwrite them anyway).
+        curriculum: the ``curriculum`` config node (``_target_`` + options);
+            None: the paper's uniform curriculum.
     """
 
     def __init__(
@@ -62,30 +61,27 @@ class LongContextLM(L.LightningModule):
         train: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
         load_weights: bool = True,
+        curriculum: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["load_weights"])
         self.train_length = int(model["train_length"])
-        rope = {"name": rope} if isinstance(rope, str) else dict(rope)
         train = train or {}
+        self.rope_method = method_from_config(rope, {"clex": clex})
         self.model = build_model(model, vocab_size, load_weights=load_weights)
-        install_rope(self.model, rope, self.train_length, clex)
+        self.rope_method.install(self.model, self.train_length)
         sampling = train.get("position_sampling")
-        self.position_sampling = (rope["name"] == "clex") if sampling is None else bool(sampling)
-        self.method = method_label(rope, clex, self.position_sampling)
-        self.curriculum = self._curriculum(rope["name"], clex, train, seed)
+        self.position_sampling = self.rope_method.samples_positions if sampling is None else bool(sampling)
+        self.method = self.rope_method.label(self.position_sampling)
+        # t_max: the method's own (CLEX refuses a larger t), else train.sampling_max_scale.
+        max_scale = self.rope_method.max_scale or train.get("sampling_max_scale") or clex.get("max_scale") or 1
+        self.curriculum = curriculum_from_config(
+            curriculum, max_scale=int(max_scale), seed=seed, spread_positions=self.position_sampling,
+            draws_scale=self.rope_method.uses_scale,
+        )
         self.last_draw: ScaleSample | None = None  # the curriculum's draw of the current step
         self._replicated: list[nn.Parameter] = []  # parameters left out of FSDP: grads averaged by hand
         self._sharded_nll = None  # under FSDP: the loss registered on the sharded model as a forward method
-
-    def _curriculum(self, name: str, clex: dict[str, Any], train: dict[str, Any], seed: int) -> ScaleCurriculum:
-        if name == "clex":
-            # CLEX always draws t (its frequencies depend on it); positions are spread unless disabled.
-            return UniformScaleCurriculum(clex["max_scale"], seed=seed, spread_positions=self.position_sampling)
-        if self.position_sampling:
-            # Any other method: the same random positions over t*L (PoSE / RandomPos style).
-            return UniformScaleCurriculum(int(train.get("sampling_max_scale") or clex["max_scale"]), seed=seed)
-        return ContiguousPositions()
 
     @property
     def clex_rope(self) -> CLEXRotaryEmbedding | None:
@@ -93,13 +89,9 @@ class LongContextLM(L.LightningModule):
         rotary = find_rotary(self.model)
         return rotary if isinstance(rotary, CLEXRotaryEmbedding) else None
 
-    def _scale(self, t: int):
-        rope = self.clex_rope
-        return rope.use_scale(t) if rope is not None else contextlib.nullcontext()
-
     def rope_parameters(self) -> list[nn.Parameter]:
         """The trainable parameters of the RoPE method (the CLEX ODE; none for the other methods)."""
-        return [p for name, p in self.model.named_parameters() if ROPE_PARAMS in f".{name}" and p.requires_grad]
+        return self.rope_method.trainable_parameters(self.model)
 
     # ------------------------------------------------------------ parallelism
     def configure_model(self) -> None:
@@ -171,7 +163,7 @@ class LongContextLM(L.LightningModule):
         # (the ranks differ in their batches, never in the scale).
         draw = self.last_draw = self.curriculum.sample(self.global_step, input_ids.shape[1])
         positions = draw.positions.to(self.device).unsqueeze(0).expand_as(input_ids)
-        with self._scale(draw.t):
+        with self.rope_method.scale(self.model, draw.t):
             nll, count = self._nll(input_ids, labels, positions)
         loss = nll / count.clamp(min=1)
         rope = self.rope_parameters()
@@ -193,14 +185,14 @@ class LongContextLM(L.LightningModule):
         self.log("val/loss", nll / count.clamp(min=1), sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optim, clex = self.hparams.optim, self.hparams.clex
-        ode, decay, no_decay = [], [], []
-        for name, param in self.named_parameters():
-            if not param.requires_grad:
+        optim = self.hparams.optim
+        ode = self.rope_parameters()
+        own = {id(p) for p in ode}
+        decay, no_decay = [], []
+        for param in self.parameters():
+            if not param.requires_grad or id(param) in own:
                 continue
-            if ROPE_PARAMS in f".{name}":
-                ode.append(param)
-            elif param.ndim < 2:
+            if param.ndim < 2:
                 no_decay.append(param)
             else:
                 decay.append(param)
@@ -209,9 +201,8 @@ class LongContextLM(L.LightningModule):
             {"params": no_decay, "weight_decay": 0.0, "lr": optim["lr"]},
         ]
         if ode:
-            # The ODE needs its own (much smaller) learning rate: at the model's
-            # lr the frequencies drift toward interpolation and extrapolation fails.
-            groups.append({"params": ode, "weight_decay": 0.0, "lr": clex["lr"]})
+            # The method's own parameters (the CLEX ODE) in their own group, with its options (lr, no decay).
+            groups.append({"params": ode, "weight_decay": optim["weight_decay"], "lr": optim["lr"], **self.rope_method.optimizer_options()})
         optimizer = torch.optim.AdamW(groups, lr=optim["lr"], betas=tuple(optim["betas"]))
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         # Warmup, then cosine decay to min_lr_ratio x each group's own lr.

@@ -67,7 +67,12 @@ PRECISIONS: dict[str, tuple[int, int, bool]] = {
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The sizes of a LLaMA-family decoder that activation memory depends on."""
+    """The sizes of a decoder that activation memory depends on.
+
+    ``intermediate_size`` is one MLP's (one expert's for MoE families);
+    ``experts_per_token`` experts run for each token; ``gated_mlp``: three
+    matrices (gate, up, down) rather than two; ``rotary_dim``: the rotated part of a head.
+    """
 
     hidden_size: int
     num_layers: int
@@ -76,20 +81,30 @@ class ModelShape:
     head_dim: int
     intermediate_size: int
     vocab_size: int
+    experts: int = 1
+    experts_per_token: int = 1
+    gated_mlp: bool = True
+    rotary_dim: int | None = None
 
     @classmethod
     def from_config(cls, config) -> ModelShape:
-        """Read the sizes from a transformers config."""
-        heads = int(config.num_attention_heads)
-        head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+        """Read the sizes from a transformers config, through its family's adapter."""
+        from clexlab.arch import architecture_of
+
+        arch = architecture_of(config)
+        experts, per_token = arch.experts(config)
         return cls(
             hidden_size=int(config.hidden_size),
             num_layers=int(config.num_hidden_layers),
-            num_heads=heads,
-            num_kv_heads=int(getattr(config, "num_key_value_heads", None) or heads),
-            head_dim=head_dim,
-            intermediate_size=int(config.intermediate_size),
+            num_heads=int(config.num_attention_heads),
+            num_kv_heads=arch.num_kv_heads(config),
+            head_dim=arch.head_dim(config),
+            intermediate_size=arch.intermediate_size(config),
             vocab_size=int(config.vocab_size),
+            experts=experts,
+            experts_per_token=per_token,
+            gated_mlp=arch.gated_mlp(),
+            rotary_dim=arch.rotary_dim(config),
         )
 
 
@@ -100,7 +115,8 @@ class ParamCounts:
     ``layer``: one decoder layer (FSDP's unit of all-gather). ``root``: everything
     outside the layers and the ODE (embeddings, final norm, LM head). ``matmul``:
     weights of linear layers, the ones autocast copies to bf16. ``tensors``:
-    trainable parameter tensors (one AdamW step counter each).
+    trainable parameter tensors (one AdamW step counter each). ``active``: the
+    parameters one token goes through (MoE: only ``experts_per_token`` of the experts).
     """
 
     total: int
@@ -112,28 +128,43 @@ class ParamCounts:
     matmul: int
     tensors: int
     ode_tensors: int
+    active: int = 0
+
+
+def _expert_parameters(layer: nn.Module) -> int:
+    """Parameters of a decoder layer that belong to its experts (MoE), 0 for a dense layer."""
+    return sum(p.numel() for name, p in layer.named_parameters() if ".experts." in f".{name}")
 
 
 def count_parameters(model: nn.Module) -> ParamCounts:
     """Count the parameters of a transformers causal LM (works on the meta device)."""
+    from clexlab.arch import architecture_of
+
+    arch = architecture_of(model)
     unique = {id(p): (name, p) for name, p in model.named_parameters(remove_duplicate=True)}
     params = list(unique.values())
-    ode = [(n, p) for n, p in params if ".rotary_emb." in n]
-    layers = getattr(getattr(model, "model", model), "layers", None)
-    layer = sum(p.numel() for p in layers[0].parameters()) if layers is not None and len(layers) else 0
+    ode_ids = {id(p) for p in arch.rotary(model).parameters()}
+    ode = [(n, p) for n, p in params if id(p) in ode_ids]
+    layers = arch.layers(model)
+    layer = sum(p.numel() for p in layers[0].parameters()) if len(layers) else 0
     matmul_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    # Fused expert weights ([experts, out, in] tensors) are matmul weights too.
+    matmul_ids |= {id(p) for l in layers for n, p in l.named_parameters() if ".experts." in f".{n}"}
     total = sum(p.numel() for _, p in params)
     ode_total = sum(p.numel() for _, p in ode)
+    experts, per_token = arch.experts(model.config)
+    inactive = sum(_expert_parameters(l) for l in layers) * (experts - per_token) // experts
     return ParamCounts(
         total=total,
         trainable=sum(p.numel() for _, p in params if p.requires_grad),
         ode=ode_total,
         ode_trainable=sum(p.numel() for _, p in ode if p.requires_grad),
         layer=layer,
-        root=total - ode_total - layer * (len(layers) if layers is not None else 0),
+        root=total - ode_total - layer * len(layers),
         matmul=sum(p.numel() for _, p in params if id(p) in matmul_ids),
         tensors=sum(1 for _, p in params if p.requires_grad),
         ode_tensors=sum(1 for _, p in ode if p.requires_grad),
+        active=total - inactive,
     )
 
 
@@ -233,8 +264,13 @@ def activation_bytes(shape: ModelShape, setup: StepSetup) -> Activations:
     bn = B * N
 
     norm = (4 + r) * bn * h + 4 * bn  # float32 input, rsqrt, normalised input
-    attn_in, mlp_in = (3 * c, 2 * c) if casts else (r, r)  # one cast per projection under autocast
-    mlp = 4 * c * bn * I
+    # One cast per projection under autocast (q, k, v; gate and up, or fc1 only).
+    attn_in, mlp_in = (3 * c, (2 if shape.gated_mlp else 1) * c) if casts else (r, r)
+    # Gated: gate, act(gate), up and their product; ungated: fc1 and act(fc1). MoE: every token
+    # passes experts_per_token experts, plus its float32 router logits.
+    mlp = (4 if shape.gated_mlp else 2) * c * bn * I * shape.experts_per_token
+    if shape.experts > 1:
+        mlp += 4 * bn * shape.experts
     rotated = r * (bn * h + bn * kv) if setup.trainable_rope else 0  # what the fused CLEX rotary saves
     if setup.eager:
         # q, k, v are copied into the layouts the two matmuls need (and k, v repeated to H heads),
@@ -248,7 +284,7 @@ def activation_bytes(shape: ModelShape, setup: StepSetup) -> Activations:
 
     # Outside the layers: token ids (int64), one row of positions and its cos/sin
     # (the batch shares it), the final norm, and the final hidden states the chunked loss keeps.
-    outside = 8 * bn + 4 * N + 2 * r * N * hd + norm + r * bn * h
+    outside = 8 * bn + 4 * N + 2 * r * N * (shape.rotary_dim or hd) + norm + r * bn * h
     layers_kept = shape.num_layers * (r * bn * h if setup.gradient_checkpointing else layer)
     kept = layers_kept + outside
 
@@ -256,7 +292,7 @@ def activation_bytes(shape: ModelShape, setup: StepSetup) -> Activations:
     # Backward of one loss chunk: float32 log-probs (recomputed), their gradient and the
     # logits' gradient, plus the c-byte logits; autocast recasts the LM head for the recompute.
     loss = chunk * (12 + (c if c != 4 else 0)) + (c * V * h if casts else 0)
-    working = 4 * bn * (2 * h + I)  # gradients in flight through one layer
+    working = 4 * bn * (2 * h + I * shape.experts_per_token)  # gradients in flight through one layer
     mask = r * B * N * N if setup.eager else 0  # eager's additive [B, 1, N, N] causal mask
     if setup.gradient_checkpointing:
         candidates = {"one layer's recompute": layer + working + mask, "one loss chunk": loss + mask}

@@ -73,12 +73,10 @@ def local_part(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def decoder_layers(model: nn.Module) -> Sequence[nn.Module]:
-    """The repeated transformer blocks of a transformers causal LM (``model.model.layers``)."""
-    backbone = getattr(model, "model", model)
-    layers = getattr(backbone, "layers", None)
-    if layers is None:
-        raise ValueError(f"{type(model).__name__} has no model.layers to shard layer by layer")
-    return list(layers)
+    """The repeated transformer blocks of a transformers causal LM (through its family's adapter)."""
+    from clexlab.arch import architecture_of
+
+    return architecture_of(model).layers(model)
 
 
 def data_parallel_mesh(device: torch.device):

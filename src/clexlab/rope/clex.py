@@ -1,8 +1,11 @@
-"""CLEX rotary embedding: a drop-in replacement for ``LlamaModel.rotary_emb``.
+"""CLEX rotary embedding: a drop-in replacement for a model's shared rotary module.
 
-transformers' Llama calls ``rotary_emb(hidden_states, position_ids)`` once per
-forward and hands ``(cos, sin)`` to every layer, so replacing that one module
-gives every layer CLEX frequencies. The scale t is chosen as follows:
+transformers' decoder models call ``rotary_emb(hidden_states, position_ids)``
+once per forward and hand ``(cos, sin)`` to every layer, so replacing that one
+module gives every layer CLEX frequencies. At t = 1 they are the model's own
+(its :class:`~clexlab.rope.own.OwnRope`: plain, ``llama3``, ``yarn``, ...
+frequencies and attention scaling, over its rotary dimension, to float32
+rounding), so installing CLEX changes nothing before training. The scale t is chosen as follows:
 
 * training: the curriculum's draw, set with :meth:`CLEXRotaryEmbedding.use_scale`,
   frequencies solved afresh from t = 1 with gradients through the solver;
@@ -23,17 +26,18 @@ import torch
 from torch import nn
 
 from clexlab.rope.dynamics import CLEXDynamics
-from clexlab.rope.ntk import rope_log_inv_freq
 from clexlab.rope.fast_solver import solve_log_inv_freq_fast
 from clexlab.rope.fused_rotary import angles_consumed, tag_angles
+from clexlab.rope.own import OwnRope
 from clexlab.rope.solver import SOLVERS, solve_log_inv_freq
+from clexlab.rope.static_rotary import FrequencyCache
 
 
 class CLEXRotaryEmbedding(nn.Module):
     """RoPE whose frequencies follow the learned CLEX ODE in the scale t.
 
     Args:
-        head_dim: attention head dimension.
+        head_dim: rotary dimension (the head dimension unless only part of each head rotates).
         base: RoPE base of the pretrained model.
         train_length: the length L the model was trained at (t = 1).
         max_scale: largest scale t_max the curriculum samples and eval uses.
@@ -44,6 +48,10 @@ class CLEXRotaryEmbedding(nn.Module):
             :mod:`clexlab.rope.fast_solver`) or a torchdiffeq method (``"rk4"``
             at ``time_dt`` 0.01 is the paper's reference).
         attention_scaling: factor applied to cos/sin (1.0 for plain RoPE).
+        own: the model's own RoPE at t = 1 (frequencies and attention scaling);
+            default: plain RoPE ``base^(-2i/d)`` with ``attention_scaling``.
+        embedding_log_inv_freq: the time embedding's starting log-frequencies
+            (released checkpoints: base 10000); default: the model's own.
     """
 
     def __init__(
@@ -57,24 +65,36 @@ class CLEXRotaryEmbedding(nn.Module):
         time_dt: float = 0.01,
         solver: str = "fast",
         attention_scaling: float = 1.0,
+        *,
+        own: OwnRope | None = None,
+        embedding_log_inv_freq: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         if max_scale < 1:
             raise ValueError(f"max_scale must be >= 1, got {max_scale}")
         if time_dt <= 0:
             raise ValueError(f"time_dt must be > 0, got {time_dt}")
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        if own is None:
+            plain = OwnRope.plain(head_dim, base)
+            own = OwnRope(plain.inv_freq, float(attention_scaling), plain.rope_type, plain.base, plain.parameters)
+        if own.rotary_dim != head_dim:
+            raise ValueError(f"the model's own RoPE rotates {own.rotary_dim} dimensions, not {head_dim}")
+        self.own = own
         self.head_dim = head_dim
         self.train_length = int(train_length)
         self.max_scale = int(max_scale)
         self.time_dt = float(time_dt)
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         self.solver = solver
-        self.attention_scaling = attention_scaling
-        self.dynamics = CLEXDynamics(head_dim, base, param_factor, act)
-        # Not persistent: it is a function of (head_dim, base), which the model config carries.
-        self.register_buffer("log_inv_freq0", rope_log_inv_freq(head_dim, base), persistent=False)
-        self._scale_override: int | None = None
+        self.attention_scaling = own.attention_scaling
+        self.dynamics = CLEXDynamics(
+            head_dim, own.base, param_factor, act,
+            log_inv_freq0=own.log_inv_freq(), embedding_log_inv_freq=embedding_log_inv_freq,
+        )
+        # float32 copies per device of the t = 1 log-frequencies (not a buffer: see static_rotary).
+        self._log_inv_freq0 = FrequencyCache(own.log_inv_freq())
+        self._scale_override: float | None = None
         self._table: torch.Tensor | None = None
         self._table_key: tuple | None = None
         self._cos_sin_cache: tuple | None = None
@@ -82,17 +102,27 @@ class CLEXRotaryEmbedding(nn.Module):
         self.fused_rotary = False
         self._pending_angles: torch.Tensor | None = None  # the last fused training forward's angles
 
+    @property
+    def device(self) -> torch.device:
+        """Where the ODE weights live (and so the solve runs)."""
+        return self.dynamics.up_proj.device
+
+    @property
+    def log_inv_freq0(self) -> torch.Tensor:
+        """float32 ``log inv_freq`` at t = 1, on the module's device."""
+        return self._log_inv_freq0.on(self.device)
+
     # ----------------------------------------------------------------- scale
     def scale_for_length(self, length: int) -> int:
         """Evaluation scale for a sequence of ``length`` tokens: ``ceil(length/L)`` in ``[1, t_max]``."""
         return int(min(max(math.ceil(length / self.train_length), 1), self.max_scale))
 
     @contextlib.contextmanager
-    def use_scale(self, t: int) -> Iterator[None]:
-        """Force the scale for the forwards inside the block (the curriculum's draw)."""
+    def use_scale(self, t: float) -> Iterator[None]:
+        """Force the scale for the forwards inside the block (the curriculum's draw; need not be an integer)."""
         if not 1 <= t <= self.max_scale:
             raise ValueError(f"scale t={t} outside [1, {self.max_scale}]")
-        previous, self._scale_override = self._scale_override, int(t)
+        previous, self._scale_override = self._scale_override, (int(t) if float(t).is_integer() else float(t))
         try:
             yield
         finally:
@@ -118,37 +148,42 @@ class CLEXRotaryEmbedding(nn.Module):
             # inference_mode(False): a table built inside Lightning's inference-mode
             # validation must stay usable by later ordinary no-grad forwards.
             with torch.inference_mode(False), torch.no_grad():
-                times = torch.arange(1, self.max_scale + 1, dtype=torch.float32)
+                times = torch.arange(1, self.max_scale + 1, dtype=torch.float32, device=self.device)
                 table = self._solve(times)
             self._table, self._table_key = table.detach(), key
         return self._table
 
-    def log_inv_freq(self, t: int) -> torch.Tensor:
-        """``log inv_freq`` at integer scale ``t``; differentiable when training."""
+    def log_inv_freq(self, t: float) -> torch.Tensor:
+        """``log inv_freq`` at scale ``t``; differentiable when training (non-integer t: solved afresh)."""
         if t == 1:
-            return self.log_inv_freq0.float()
+            return self.log_inv_freq0
         needs_grad = (
             self.training
             and torch.is_grad_enabled()
             and any(p.requires_grad for p in self.dynamics.parameters())
         )
-        if needs_grad:
-            return self._solve(torch.tensor([1.0, float(t)]))[-1]
-        return self.frequency_table()[t - 1]
+        if needs_grad or not float(t).is_integer():
+            with contextlib.nullcontext() if needs_grad else torch.no_grad():
+                return self._solve(torch.tensor([1.0, float(t)]))[-1]
+        return self.frequency_table()[int(t) - 1]
+
+    def inv_freq(self, t: float) -> torch.Tensor:
+        """Inverse frequencies at scale ``t`` (the model's own at t = 1, to float32 rounding)."""
+        return self.log_inv_freq(t).exp()
 
     def inv_freq_for_length(self, length: int) -> torch.Tensor:
         """Inverse frequencies of an evaluation forward over ``length`` positions (no grad)."""
         with torch.no_grad():
-            return self.log_inv_freq(self.scale_for_length(length)).exp()
+            return self.inv_freq(self.scale_for_length(length)).detach()
 
-    def current_scale(self, position_ids: torch.Tensor) -> int:
+    def current_scale(self, position_ids: torch.Tensor) -> float:
         """The scale used for a forward at ``position_ids``."""
         if self._scale_override is not None:
             return self._scale_override
         return self.scale_for_length(int(position_ids.max().item()) + 1)
 
-    def _cos_sin(self, t: int, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        inv_freq = self.log_inv_freq(t).exp().to(position_ids.device)
+    def _cos_sin(self, t: float, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        inv_freq = self.inv_freq(t).to(position_ids.device)
         batch = position_ids.shape[0]
         # Training passes one row of sampled positions expanded over the batch (stride 0):
         # compute cos/sin (and, through the solve, their backward) once, not once per row.
@@ -201,7 +236,8 @@ class CLEXRotaryEmbedding(nn.Module):
         key = (t, row.shape, row.device, x.dtype, self._weights_key())
         cached = self._cos_sin_cache
         if cached is None or cached[0] != key or not torch.equal(cached[1], row):
-            with torch.inference_mode(False):
+            # inference_mode(False) alone would switch grad mode back on (it restores normal mode).
+            with torch.inference_mode(False), torch.no_grad():
                 row = row.clone()
                 cached = self._cos_sin_cache = (key, row, *self._cos_sin(t, row, x.dtype))
         if position_ids.shape[0] > 1 and not torch.equal(position_ids, row.expand_as(position_ids)):
@@ -211,6 +247,6 @@ class CLEXRotaryEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"head_dim={self.head_dim}, train_length={self.train_length}, max_scale={self.max_scale}, "
-            f"time_dt={self.time_dt}, solver={self.solver}"
+            f"rotary_dim={self.head_dim}, own={self.own.rope_type}, train_length={self.train_length}, "
+            f"max_scale={self.max_scale}, time_dt={self.time_dt}, solver={self.solver}"
         )

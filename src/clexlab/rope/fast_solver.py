@@ -68,16 +68,10 @@ _STAGES = len(_B)
 _COMPUTE = torch.float64
 
 
-def _twice_ntk(t: torch.Tensor, head_dim: int, base: float) -> torch.Tensor:
-    """``2 log theta_ntk(t)`` in float64 for times ``t`` of shape ``[n]`` -> ``[n, d/2]``.
-
-    Same formula as :func:`clexlab.rope.ntk.ntk_log_inv_freq` (``alpha = 2t - 1``),
-    but in float64: that one rounds to float32, which alone would be a ~1e-6 error.
-    """
-    index = torch.arange(0, head_dim, 2, dtype=_COMPUTE, device=t.device)
+def _ntk_terms(t: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+    """``slope * log(2t - 1)`` for times ``t`` ``[n]`` -> ``[n, d/2]``, float64 (alpha clamped at 1)."""
     log_alpha = torch.log(torch.clamp(2.0 * t - 1.0, min=1.0))
-    ntk = -(index / head_dim) * math.log(base) - torch.outer(log_alpha, index / (head_dim - 2))
-    return 2.0 * ntk
+    return torch.outer(log_alpha, slope)
 
 
 def spectral_norm_bound(weight: torch.Tensor, squarings: int = 2) -> float:
@@ -155,13 +149,17 @@ class _CLEXSolve(torch.autograd.Function):
     """Sixth-order RK on the deviation ODE with a hand-written discrete adjoint."""
 
     @staticmethod
-    def forward(ctx, z0, up_proj, down_proj, times, head_dim, base, act, max_step):  # noqa: D102
+    def forward(ctx, z0, up_proj, down_proj, times, drive, act, max_step):  # noqa: D102
         with _one_thread_on_cpu(z0.device):
-            return _CLEXSolve._forward(ctx, z0, up_proj, down_proj, times, head_dim, base, act, max_step)
+            return _CLEXSolve._forward(ctx, z0, up_proj, down_proj, times, drive, act, max_step)
 
     @staticmethod
-    def _forward(ctx, z0, up_proj, down_proj, times, head_dim, base, act, max_step):
-        dev, d2, s = z0.device, head_dim // 2, _STAGES
+    def _forward(ctx, z0, up_proj, down_proj, times, drive, act, max_step):
+        # drive = (anchor, embedding, slope): the NTK schedule is anchor - slope log(2t - 1) and the
+        # network's time embedding embedding - slope log(2t - 1) (the same vector unless a released
+        # checkpoint embeds time with another base).
+        anchor, embedding, slope = drive
+        dev, d2, s = z0.device, anchor.numel(), _STAGES
         ctx.dtypes = (z0.dtype, up_proj.dtype, down_proj.dtype)
         # The reference casts the weights to float32; float32 -> float64 is exact.
         w_up = up_proj.detach().float().to(_COMPUTE)
@@ -178,10 +176,11 @@ class _CLEXSolve(torch.autograd.Function):
             plan.append(steps)
             starts = [t0 + sum(steps[:k]) for k in range(len(steps))]
             stage_t += [start + c * h for start, h in zip(starts, steps) for c in _C]
-        twice_ntk = _twice_ntk(torch.tensor(stage_t, dtype=_COMPUTE, device=dev), head_dim, base)
-        # The NTK half of the network input at every stage, through W_up in one matmul.
+        # The network input is w + (schedule + embedding): its NTK part at every stage, through W_up
+        # in one matmul. (With one anchor this is 2 log theta_ntk, as in the module docstring.)
+        twice_ntk = (anchor + embedding) - 2.0 * _ntk_terms(torch.tensor(stage_t, dtype=_COMPUTE, device=dev), slope)
         bias_rows = (twice_ntk @ w_up).unsqueeze(1).unbind(0)
-        ntk_out = 0.5 * _twice_ntk(torch.tensor(times, dtype=_COMPUTE, device=dev), head_dim, base)
+        ntk_out = anchor - _ntk_terms(torch.tensor(times, dtype=_COMPUTE, device=dev), slope)
 
         act_fn = torch.tanh if act == "tanh" else F.silu
         w = z0.detach().to(_COMPUTE).reshape(1, d2) - ntk_out[:1]
@@ -245,7 +244,7 @@ class _CLEXSolve(torch.autograd.Function):
         g_z0 = lam.reshape(-1).to(dtypes[0]) if need[0] else None
         g_up = (x.t() @ torch.cat(gpres)).to(dtypes[1]) if need[1] else None
         g_down = (hidden.t() @ torch.cat(gks)).to(dtypes[2]) if need[2] else None
-        return g_z0, g_up, g_down, None, None, None, None, None
+        return g_z0, g_up, g_down, None, None, None, None
 
 
 def solve_log_inv_freq_fast(
@@ -261,8 +260,9 @@ def solve_log_inv_freq_fast(
     to well within 1e-4 of it, ~100x faster for forward plus backward.
 
     Args:
-        dynamics: the vector field; only its weights, ``head_dim``, ``base`` and
-            activation are used (the network is evaluated by hand, not called).
+        dynamics: the vector field; only its weights, its NTK anchor and time
+            embedding (:meth:`CLEXDynamics.drive`) and its activation are used
+            (the network is evaluated by hand, not called).
         z0: ``log inv_freq`` at ``times[0]``, shape ``[d/2]``.
         times: strictly increasing times, the first being 1.0 (any first time
             >= 1 works). Need not be integers: each is hit exactly by the grid.
@@ -286,7 +286,7 @@ def solve_log_inv_freq_fast(
     with torch.autocast(device_type=device_type, enabled=False):
         return _CLEXSolve.apply(
             z0, dynamics.up_proj, dynamics.down_proj, grid,
-            dynamics.head_dim, dynamics.base, dynamics.act_name, float(max_step),
+            dynamics.drive(z0.device), dynamics.act_name, float(max_step),
         )
 
 

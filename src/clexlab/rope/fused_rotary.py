@@ -112,7 +112,13 @@ def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim: int = 1, *, _original: C
     """transformers' ``apply_rotary_pos_emb``, with the fused angle gradient for CLEX-tagged cos/sin."""
     angles = getattr(cos, _ANGLES_ATTR, None)
     if angles is not None and unsqueeze_dim == 1 and torch.is_grad_enabled():
-        return RotaryAngleGrad.apply(q, k, cos, sin, angles)
+        width = cos.shape[-1]
+        if width == q.shape[-1]:
+            return RotaryAngleGrad.apply(q, k, cos, sin, angles)
+        # Partial rotary (GPT-NeoX, Phi-3 style: the function gets whole heads and rotates the
+        # first ``width`` dimensions): as transformers' own function does, rotate those, pass the rest.
+        q_rot, k_rot = RotaryAngleGrad.apply(q[..., :width], k[..., :width], cos, sin, angles)
+        return torch.cat([q_rot, q[..., width:]], dim=-1), torch.cat([k_rot, k[..., width:]], dim=-1)
     if _original is None:
         raise RuntimeError("apply_rotary_pos_emb: untagged cos/sin need the model's original function")
     return _original(q, k, cos, sin, unsqueeze_dim)

@@ -83,13 +83,17 @@ def preflight_train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def check_model_node(model: dict[str, Any]) -> None:
-    """``model.train_length``, ``model.dtype`` and ``model.vocab_size`` of a train config."""
+    """``model.train_length``, ``model.dtype``, ``model.arch`` and ``model.vocab_size`` of a train config."""
     train_length = model.get("train_length")
     if not isinstance(train_length, int) or isinstance(train_length, bool) or train_length < 2:
         raise UserError(f"model.train_length must be an integer >= 2 (the training sequence length), got {train_length!r}")
     dtype = model.get("dtype") or "float32"
     if dtype not in DTYPE_NAMES:
         raise UserError(f"model.dtype must be one of {list(DTYPE_NAMES)}, got {dtype!r}")
+    if not model.get("path"):  # a model built in code: its family must be supported (one line otherwise)
+        from clexlab.arch import get_architecture
+
+        get_architecture(model.get("arch") or "llama")
     vocab = model.get("vocab_size")
     if vocab is not None and (not isinstance(vocab, int) or isinstance(vocab, bool) or vocab < 1):
         raise UserError(f"model.vocab_size must be a positive integer or null (the tokenizer's), got {vocab!r}")

@@ -48,24 +48,6 @@ class ClexConfig:
 
 
 @dataclass
-class RopeConfig:
-    """The ``rope`` node: which RoPE method, and its factor for the baselines."""
-
-    name: str = "clex"
-    factor: float = 1.0
-    beta_fast: float | None = None
-    beta_slow: float | None = None
-
-    def __post_init__(self) -> None:
-        from clexlab.rope.factory import METHODS
-
-        if self.name not in METHODS:
-            raise UserError(f"rope.name must be one of {list(METHODS)}, got {self.name!r}: pick rope=<method>")
-        if not self.factor >= 1:
-            raise UserError(f"rope.factor must be >= 1 (target length / L), got {self.factor}")
-
-
-@dataclass
 class TrainConfig:
     """The ``train`` node: position sampling for any method, and what a NaN/Inf step does."""
 
@@ -172,7 +154,6 @@ class DryRunConfig:
 
 SCHEMAS: dict[str, type] = {
     "clex": ClexConfig,
-    "rope": RopeConfig,
     "train": TrainConfig,
     "optim": OptimConfig,
     "eval": EvalConfig,
@@ -206,8 +187,22 @@ def validate_dry_run(cfg: DictConfig) -> DryRunConfig:
         raise UserError(_one_line(err, str(getattr(err, "full_key", None) or "dry_run"))) from err
 
 
+def validate_rope(cfg: DictConfig) -> Any:
+    """Build the RoPE method the ``rope`` node names (its class checks its own options); one line on error."""
+    from clexlab.rope.methods import method_from_config
+
+    try:
+        rope = OmegaConf.to_container(cfg.rope, resolve=True) if OmegaConf.is_config(cfg.rope) else cfg.rope
+        clex = OmegaConf.to_container(cfg.clex, resolve=True) if "clex" in cfg else {}
+    except OmegaConfBaseException as err:
+        raise UserError(_one_line(err, "rope")) from err
+    return method_from_config(rope, {"clex": clex})
+
+
 def validate_config(cfg: DictConfig) -> dict[str, Any]:
-    """Validate every schema'd node present in ``cfg``; return ``{name: dataclass}`` (plus ``dry_run``)."""
+    """Validate every schema'd node present in ``cfg``; return ``{name: dataclass}`` (plus ``dry_run``, ``rope``)."""
     typed = {name: validate_node(name, cfg[name]) for name in SCHEMAS if name in cfg}
     typed["dry_run"] = validate_dry_run(cfg)
+    if "rope" in cfg:
+        typed["rope"] = validate_rope(cfg)
     return typed

@@ -69,16 +69,14 @@ def _precision(trainer: dict[str, Any]) -> str:
 def build_plan(cfg: DictConfig) -> tuple[MemoryPlan, dict[str, Any]]:
     """The memory plan of the run ``cfg`` describes, and facts for the report."""
     from clexlab.models.builder import build_skeleton
-    from clexlab.rope.factory import install_rope
+    from clexlab.rope.methods import method_from_config
 
     model_cfg = container(cfg.model)
-    rope = container(cfg.rope)
-    rope = {"name": rope} if isinstance(rope, str) else rope
-    clex = container(cfg.clex)
+    method = method_from_config(container(cfg.rope), {"clex": container(cfg.clex)})
     trainer = container(cfg.trainer)
     tokenizer_vocab = 257 if model_cfg.get("tokenizer", "bytes") == "bytes" else None  # the byte tokenizer's
     model = build_skeleton(model_cfg, tokenizer_vocab)
-    install_rope(model, rope, int(model_cfg["train_length"]), clex)  # counts the ODE as training would
+    method.install(model, int(model_cfg["train_length"]))  # counts the ODE as training would
     world, shards, sharded, strategy = sharding(trainer)
     if strategy == "ModelParallelStrategy" and str(trainer.get("precision")).startswith("16-"):
         # Lightning's ModelParallelStrategy accepts 32-true, bf16-mixed, bf16-true and 16-true only.
@@ -86,7 +84,7 @@ def build_plan(cfg: DictConfig) -> tuple[MemoryPlan, dict[str, Any]]:
             f"trainer=fsdp does not run with trainer.precision={trainer.get('precision')} "
             "(Lightning's ModelParallelStrategy refuses it): use bf16-mixed"
         )
-    trainable_rope = rope["name"] == "clex" and not clex.get("freeze", False)
+    trainable_rope = bool(method.trainable_parameters(model))
     setup = StepSetup(
         seq_len=int(model_cfg["train_length"]),
         batch=int(cfg.data.batch_size),
@@ -97,17 +95,18 @@ def build_plan(cfg: DictConfig) -> tuple[MemoryPlan, dict[str, Any]]:
         trainable_rope=trainable_rope,
         fsdp=sharded,
     )
+    shape = ModelShape.from_config(model.config)
     facts = {
+        "experts": (shape.experts, shape.experts_per_token),
         "model": model_cfg.get("name", "model"),
-        "rope": rope["name"],
-        "max_scale": clex.get("max_scale"),
+        "rope": method.describe(),
         "world": world,
         "nodes": trainer.get("num_nodes", 1) or 1,
         "sharded": sharded,
         "strategy": strategy,
         "accumulate": trainer.get("accumulate_grad_batches", 1),
     }
-    return plan_memory(ModelShape.from_config(model.config), count_parameters(model), setup), facts
+    return plan_memory(shape, count_parameters(model), setup), facts
 
 
 def _gib(n: int) -> str:
@@ -127,15 +126,22 @@ def verdict(total: int, gpu_gib: float) -> str:
 def format_plan(plan: MemoryPlan, facts: dict[str, Any], gpu_gib: float) -> str:
     """The dry run's report, one figure per line."""
     counts, setup = plan.counts, plan.setup
-    rope = facts["rope"] + (f" (t_max {facts['max_scale']})" if facts["rope"] == "clex" else "")
+    rope = facts["rope"]
+    experts, per_token = facts.get("experts", (1, 1))
     if facts["sharded"]:
         layout = f"{facts['strategy']}: weights, gradients and optimizer state sharded over {setup.shards} GPUs"
+        if experts > 1:
+            layout += " (every expert too: each rank holds 1/{} of each)".format(setup.shards)
     else:
         layout = f"{facts['strategy']}: every one of {facts['world']} GPU(s) holds a full replica"
     lines = [
         f"Dry run: model={facts['model']} rope={rope}, built on the meta device (no weights read, nothing trained)",
         f"parameters: {counts.total:,} total = {counts.total - counts.ode:,} model + {counts.ode:,} CLEX ODE"
         f" ({counts.trainable:,} trainable)",
+        *(
+            [f"mixture of experts: {counts.active:,} active per token ({per_token} of {experts} experts per layer)"]
+            if experts > 1 else []
+        ),
         f"step: {setup.seq_len} tokens x micro-batch {setup.batch} per GPU (x{facts['accumulate']} accumulation),"
         f" precision {setup.precision}, attention {setup.attn_implementation},"
         f" gradient checkpointing {'on' if setup.gradient_checkpointing else 'off'}",

@@ -188,7 +188,7 @@ def run_suite(subject: Subject, eval_cfg: Any, cfg: DictConfig, loggers=(), data
     out.mkdir(parents=True, exist_ok=True)
     model, train_length = subject.model, subject.train_length
     lengths = resolve_lengths(train_length, eval_cfg.multiples, eval_cfg.lengths)
-    rope = find_rotary(model) if hasattr(getattr(model, "model", model), "rotary_emb") else None
+    rope = find_rotary(model)
     clex = rope if isinstance(rope, CLEXRotaryEmbedding) else None
     max_scale = clex.max_scale if clex is not None else None
     images: dict[str, Path] = {}

@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from clexlab.rope.factory import method_label
+from clexlab.rope.methods import method_from_config
 from clexlab.summarize import find_results, write_summary
 from clexlab.utils.errors import UserError
 from clexlab.workflows.train import train
@@ -56,13 +56,14 @@ def run_extrapolation(cfg: DictConfig) -> dict[str, Any]:
     if not base.get("checkpoint"):
         raise UserError("stage 1 wrote no checkpoint: keep callbacks.last_checkpoint in the config")
     base_ckpt = base["checkpoint"]
-    for method in protocol.methods:
-        rope = OmegaConf.to_container(method.rope, resolve=True)
-        clex = OmegaConf.to_container(method.clex, resolve=True) if method.get("clex") else {}
+    for entry in protocol.methods:
+        rope = OmegaConf.to_container(entry.rope, resolve=True)
+        clex = OmegaConf.to_container(entry.clex, resolve=True) if entry.get("clex") else {}
+        method = method_from_config(rope, {"clex": {**OmegaConf.to_container(cfg.clex, resolve=True), **clex}})
         sampling = cfg.train.position_sampling
-        sampling = rope["name"] == "clex" if sampling is None else bool(sampling)
-        label = method_label(rope, {**OmegaConf.to_container(cfg.clex, resolve=True), **clex}, sampling)
-        steps = protocol.stage2_steps if method.get("steps") is None else method.steps
+        sampling = method.samples_positions if sampling is None else bool(sampling)
+        label = method.label(sampling)
+        steps = protocol.stage2_steps if entry.get("steps") is None else entry.steps
         if steps == 0:
             label = f"{label}@inference"
         _stage(cfg, root / label, steps, rope, clex, init_from=base_ckpt)

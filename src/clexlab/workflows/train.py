@@ -62,6 +62,7 @@ def _train(cfg: DictConfig, typed: dict[str, Any]) -> dict[str, Any]:
         seed=cfg.seed,
         train=container(cfg.get("train")),
         data=container(cfg.data),
+        curriculum=container(cfg.get("curriculum")),
         load_weights=ckpt_path is None,  # the checkpoint replaces the pretrained weights anyway
     )
     if cfg.get("init_from"):
@@ -96,9 +97,8 @@ def _train(cfg: DictConfig, typed: dict[str, Any]) -> dict[str, Any]:
         return {}
 
     extra = {
-        "rope": cfg.rope.name,
+        **module.rope_method.summary(),
         "method": cfg.get("label") or module.method,
-        "rope_factor": cfg.rope.get("factor"),
         "position_sampling": module.position_sampling,
         "model": model_cfg.get("name"),
         "global_step": trainer.global_step,
