@@ -18,4 +18,5 @@ class Phi(Architecture):
         kwargs = super().tiny_kwargs(sizes, vocab_size)
         kwargs.pop("head_dim", None)
         kwargs["rope_parameters"]["partial_rotary_factor"] = float(sizes.get("partial_rotary_factor") or 0.5)
-        return {**kwargs, "resid_pdrop": 0.0, "embd_pdrop": 0.0}
+        # transformers 5.0's PhiConfig sets no pad_token_id attribute unless given one, and PhiModel reads it.
+        return {**kwargs, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "pad_token_id": None}
