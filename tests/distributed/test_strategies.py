@@ -97,6 +97,24 @@ def check_matches_reference(out: dict, reference: dict) -> None:
             firsts[r["rank"]].append(r["first_id"])
     assert firsts[0] != firsts[1]  # the ranks trained on different windows
 
+    # The gradients every optimizer step used (averaged over the ranks, before clipping) are the
+    # reference's. AdamW and gradient clipping ignore a constant factor, so a rank summing instead of
+    # averaging (or skipping the ODE's average) would pass every other check here: it fails this one.
+    grads = {}
+    for r in out["records"]:
+        if r["event"] == "batch":
+            grads.setdefault(r["step"], {})[r["rank"]] = r["grads"]
+    ref_grads = {r["step"]: r["grads"] for r in reference["records"] if r["event"] == "batch"}
+    assert sorted(grads) == sorted(ref_grads) == list(range(STEPS))
+    for step, mine in grads.items():
+        want = ref_grads[step]
+        model = sum(g["sharded"] for g in mine.values()) + mine[0]["plain"]  # shards add up; whole tensors do not
+        assert want["plain"] > 0 and model == pytest.approx(want["plain"], rel=1e-4), step
+        assert mine[0]["plain"] == pytest.approx(mine[1]["plain"], rel=1e-6), step  # whole tensors: the same on both
+        assert mine[0]["ode"] == pytest.approx(mine[1]["ode"], rel=1e-6), step
+        assert mine[0]["ode"] == pytest.approx(want["ode"], rel=1e-4, abs=1e-20), step
+    assert any(g["ode"] > 0 for g in ref_grads.values())  # steps at t > 1 give the ODE a gradient
+
     # The loss of the global batch (train/loss is synced over ranks) is the reference's, and it falls.
     losses, ref_losses = step_metric(run / "csv" / "metrics.csv", "train/loss"), step_metric(ref / "csv" / "metrics.csv", "train/loss")
     assert sorted(losses) == list(range(STEPS))

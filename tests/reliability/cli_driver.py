@@ -1,4 +1,4 @@
-"""Run several ``python train.py ...`` command lines in one process (see helpers.run_many).
+"""Run several ``python train.py ...`` (or ``eval.py``) command lines in one process (see helpers.run_many).
 
 Each case gets a fresh Hydra, its own environment variables and sys.argv, and
 the real ``train.main``; its exit status and everything it wrote to stderr are
@@ -25,7 +25,8 @@ def run_case(case: dict) -> dict:
 
     saved_env = dict(os.environ)
     os.environ.update(case.get("env", {}))
-    sys.argv = ["train.py", *case["args"]]
+    script = case.get("script", "train.py")
+    sys.argv = [script, *case["args"]]
     GlobalHydra.instance().clear()
     err = io.StringIO()
     rc = 0
@@ -33,7 +34,7 @@ def run_case(case: dict) -> dict:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             try:
                 # as `python train.py` does: Hydra finds conf/ next to the script's file
-                runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
+                runpy.run_path(str(ROOT / script), run_name="__main__")
             except SystemExit as exit_:
                 rc = exit_.code if isinstance(exit_.code, int) else 1
             except BaseException:  # noqa: BLE001 - recorded for the test to see

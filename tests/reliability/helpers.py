@@ -23,14 +23,101 @@ class FaultInjector(L.Callback):
 
     ``CLEXLAB_TEST_KILL_AT=k``: SIGKILL during step k (after its forward, before
     its backward): the step's work is lost, as in a real pre-emption.
-    ``CLEXLAB_TEST_SIGINT_AT=k``: SIGINT (Ctrl-C) at the same point.
+    ``CLEXLAB_TEST_SIGINT_AT=k``: SIGINT (Ctrl-C) at the same point;
+    ``CLEXLAB_TEST_SIGTERM_AT=k``: SIGTERM (what SLURM sends before pre-empting).
+    ``CLEXLAB_TEST_SIGNAL_RANK=r``: only rank r is signalled (default: every rank).
     """
 
+    SIGNALS = (
+        ("CLEXLAB_TEST_KILL_AT", signal.SIGKILL),
+        ("CLEXLAB_TEST_SIGINT_AT", signal.SIGINT),
+        ("CLEXLAB_TEST_SIGTERM_AT", signal.SIGTERM),
+    )
+
     def on_before_backward(self, trainer, pl_module, loss) -> None:
-        for var, signum in (("CLEXLAB_TEST_KILL_AT", signal.SIGKILL), ("CLEXLAB_TEST_SIGINT_AT", signal.SIGINT)):
+        rank = os.environ.get("CLEXLAB_TEST_SIGNAL_RANK")
+        if rank is not None and int(rank) != trainer.global_rank:
+            return
+        for var, signum in self.SIGNALS:
             at = os.environ.get(var)
             if at and trainer.global_step == int(at):
                 os.kill(os.getpid(), signum)
+
+
+class GlobalRNGDraws(L.Callback):
+    """Draw from Python's, numpy's and torch's global generators at every step, as a user's callback might.
+
+    Appends ``{"step", "python", "numpy", "torch", "loss"}`` per training batch to ``path`` (JSON lines),
+    so two runs can be compared step by step.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        self._draw = {
+            "step": trainer.global_step,
+            "python": random.random(),
+            "numpy": float(np.random.rand()),
+            "torch": float(torch.rand(())),
+        }
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import json
+
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps({**self._draw, "loss": float(loss)}) + "\n")
+
+
+def read_draws(path: Path) -> dict[int, dict]:
+    """``{step: record}`` of a :class:`GlobalRNGDraws` file."""
+    import json
+
+    return {r["step"]: r for r in map(json.loads, Path(path).read_text().splitlines())}
+
+
+class OptimizerWatch(L.Callback):
+    """Record, per optimizer step, which weights, AdamW moments and per-parameter step counts changed.
+
+    Records go to the class attribute ``records`` (the test runs in this process):
+    ``{"step", "weights", "moments", "counts", "lr"}``, each a set of parameter names.
+    """
+
+    records: list[dict] = []
+
+    def _state(self, trainer, pl_module) -> dict:
+        optimizer = trainer.optimizers[0]
+        names = {id(p): n for n, p in pl_module.named_parameters()}
+        state = {}
+        for p, s in optimizer.state.items():
+            if names.get(id(p)) is not None and s:
+                state[names[id(p)]] = (s["exp_avg"].clone(), s["exp_avg_sq"].clone(), float(s["step"]))
+        weights = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
+        return {"state": state, "weights": weights, "lr": [g["lr"] for g in optimizer.param_groups]}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._before, self._step = self._state(trainer, pl_module), trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import torch
+
+        after, before = self._state(trainer, pl_module), self._before
+        moved = lambda a, b: not torch.equal(a, b)  # noqa: E731
+        self.records.append({
+            "step": self._step,
+            "weights": {n for n, w in after["weights"].items() if moved(w, before["weights"][n])},
+            "moments": {n for n, s in after["state"].items() if n not in before["state"]
+                        or moved(s[0], before["state"][n][0]) or moved(s[1], before["state"][n][1])},
+            "counts": {n for n, s in after["state"].items() if n not in before["state"] or s[2] != before["state"][n][2]},
+            "lr": before["lr"],
+        })
 
 
 def step_losses(csv_path: Path) -> dict[int, float]:
@@ -68,7 +155,8 @@ def write_corpus(root: Path, train_chars: int = 1300, other_chars: int = 400) ->
 def run_many(cases: list[dict], timeout: int = 300) -> list[dict]:
     """Run several ``train.py`` command lines in ONE fresh Python process (imports paid once).
 
-    Each case is ``{"args": [...], "env": {...}}``; each result ``{"rc": exit status, "stderr": text}``.
+    Each case is ``{"args": [...], "env": {...}}`` (and ``"script": "eval.py"`` for eval.py); each result
+    ``{"rc": exit status, "stderr": text}``.
     ``tests/reliability/cli_driver.py`` calls the real Hydra entry point per case.
     """
     import json

@@ -112,7 +112,7 @@ def one_error_line(res):
     [
         ("wrong_type_float", ["optim.lr", "fast"]),
         ("wrong_type_bool", ["train.skip_nonfinite", "maybe"]),
-        ("wrong_type_train_length", ["model.train_length must be an integer"]),
+        ("wrong_type_train_length", ["model.train_length", "could not be converted to Integer"]),
         ("eval_multiple_not_positive", ["eval.multiples must be positive"]),
         ("eval_longer_than_data", ["eval (lengths [4096]", "test split", "lower the eval lengths"]),
         ("model_path_not_a_directory", ["is not a directory"]),

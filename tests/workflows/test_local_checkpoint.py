@@ -1,6 +1,5 @@
 """Continued training from a local Hugging Face directory: the 7B path, at tiny size."""
 
-import json
 import string
 
 import pytest

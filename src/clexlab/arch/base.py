@@ -40,6 +40,9 @@ class Architecture:
         moe: the family routes tokens through experts (Mixtral, Qwen3-MoE).
         supports_sdpa: transformers runs the family with SDPA (Gemma-2's soft-capped
             attention runs eager only).
+        tiny_partial_rotary: the share of each head a model built in code rotates when
+            ``model.partial_rotary_factor`` is unset (None: the family rotates whole heads
+            and takes no such option).
     """
 
     model_type: ClassVar[str] = ""
@@ -51,6 +54,7 @@ class Architecture:
     rotary_attr: ClassVar[str] = "rotary_emb"
     moe: ClassVar[bool] = False
     supports_sdpa: ClassVar[bool] = True
+    tiny_partial_rotary: ClassVar[float | None] = None
 
     # ----------------------------------------------------------- the parts
     # The backbone, the embedding and the head come from transformers' own accessors

@@ -8,6 +8,7 @@ from clexlab.arch.base import Architecture
 class GPTNeoX(Architecture):
     model_type = "gpt_neox"
     config_class = "GPTNeoXConfig"
+    tiny_partial_rotary = 0.25
     causal_lm_class = "GPTNeoXForCausalLM"
     attention_attr = "attention"
     norm_attr = "final_layer_norm"
@@ -22,5 +23,5 @@ class GPTNeoX(Architecture):
         kwargs = super().tiny_kwargs(sizes, vocab_size)
         for key in ("head_dim", "num_key_value_heads"):
             kwargs.pop(key, None)
-        kwargs["rope_parameters"]["partial_rotary_factor"] = float(sizes.get("partial_rotary_factor") or 0.25)
+        kwargs["rope_parameters"]["partial_rotary_factor"] = float(sizes.get("partial_rotary_factor") or self.tiny_partial_rotary)
         return {**kwargs, "hidden_dropout": 0.0, "attention_dropout": 0.0}

@@ -8,6 +8,7 @@ from clexlab.arch.base import Architecture
 class Phi(Architecture):
     model_type = "phi"
     config_class = "PhiConfig"
+    tiny_partial_rotary = 0.5
     causal_lm_class = "PhiForCausalLM"
     norm_attr = "final_layernorm"
 
@@ -17,6 +18,6 @@ class Phi(Architecture):
     def tiny_kwargs(self, sizes: dict[str, Any], vocab_size: int) -> dict[str, Any]:
         kwargs = super().tiny_kwargs(sizes, vocab_size)
         kwargs.pop("head_dim", None)
-        kwargs["rope_parameters"]["partial_rotary_factor"] = float(sizes.get("partial_rotary_factor") or 0.5)
+        kwargs["rope_parameters"]["partial_rotary_factor"] = float(sizes.get("partial_rotary_factor") or self.tiny_partial_rotary)
         # transformers 5.0's PhiConfig sets no pad_token_id attribute unless given one, and PhiModel reads it.
         return {**kwargs, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "pad_token_id": None}

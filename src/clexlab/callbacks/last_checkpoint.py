@@ -110,8 +110,12 @@ class LastCheckpoint(ModelCheckpoint):
             flush=True,
         )
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_fit_start(trainer, pl_module)
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Not on_fit_start: Lightning 2.6 installs its own SIGTERM handler after that hook
+        # (SignalConnector.register_signal_handlers in Trainer._run), which would then end the
+        # run with exit status 0 and, with several ranks, broadcast from inside the handler
+        # (ranks signalled one at a time hang). Installed here, ours is the one that runs.
+        super().on_train_start(trainer, pl_module)
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             return
         for name in STOP_SIGNALS:

@@ -15,7 +15,7 @@ import sysconfig
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from clexlab.utils.errors import UserError
+from clexlab.utils.errors import UserError, dataset_errors, describe
 
 SPLITS = ("train", "val", "test")
 
@@ -108,7 +108,10 @@ def read_text_document(path: Path) -> str:
     Raises:
         UserError: the file is binary or not UTF-8.
     """
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise UserError(f"cannot read {path} ({describe(err)}): check its permissions or leave it out of data.corpus.*_files") from err
     if b"\x00" in raw[:8192]:
         raise UserError(f"{path} looks binary (NUL bytes), not text: leave it out of data.corpus.*_files")
     try:
@@ -172,7 +175,7 @@ class TextCorpus(Corpus):
 
             try:
                 ds = load_dataset("json", data_files=str(path), split="train")
-            except Exception as err:  # datasets wraps every parse failure in DatasetGenerationError
+            except dataset_errors() as err:  # DatasetGenerationError wraps pyarrow's parse error
                 cause = err.__cause__ or err
                 raise UserError(
                     f"{path} is not valid JSON lines ({type(cause).__name__}): fix it or leave it out of data.corpus.*_files"
@@ -181,7 +184,20 @@ class TextCorpus(Corpus):
                 raise UserError(
                     f"{path} has no field {self.text_field!r} (fields: {ds.column_names}); set data.corpus.text_field"
                 )
-            yield from (str(x) for x in ds[self.text_field])
+            try:
+                for i, value in enumerate(ds[self.text_field]):
+                    if not isinstance(value, str):
+                        # str() would train on "None" or "{'a': 1}" without a word.
+                        raise UserError(
+                            f"{path} record {i + 1}: field {self.text_field!r} holds {type(value).__name__} "
+                            f"{str(value)[:40]!r}, not text: fix the record or set data.corpus.text_field to the text's field"
+                        )
+                    yield value
+            except UnicodeDecodeError as err:  # pyarrow lets invalid UTF-8 inside a JSON string through
+                raise UserError(
+                    f"{path} holds text that is not UTF-8 ({describe(err)}): convert it (e.g. iconv -t utf-8) "
+                    "or leave it out of data.corpus.*_files"
+                ) from err
         else:
             yield read_text_document(path)
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from clexlab.utils.errors import UserError
+from clexlab.utils.errors import UserError, describe, is_tokenizer_error
+from clexlab.utils.json_files import read_json_object
+
+# The tokenizer files transformers reads as JSON objects; a damaged one is named before transformers reads it.
+JSON_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 
 
 class Tokenizer(Protocol):
@@ -45,17 +49,23 @@ class HFTokenizer:
         from transformers import AutoTokenizer
 
         path = Path(path)
+        check_tokenizer_files(path)
         try:
             self._tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        except Exception as err:  # transformers raises several types for a bad directory
-            raise UserError(f"cannot load a tokenizer from {path}: {err}") from err
+            # [bos] when the tokenizer adds it by default (LLaMA does): prompts built from raw ids need it too.
+            bos = self._tok.bos_token_id
+            adds_bos = bos is not None and bos in self._tok("", add_special_tokens=True)["input_ids"]
+        except Exception as err:
+            if not is_tokenizer_error(err):  # only what transformers/tokenizers raise for bad files
+                raise
+            raise UserError(
+                f"cannot load a tokenizer from {path} ({describe(err)}): its tokenizer files (or config.json) are "
+                "damaged or incomplete; copy them from the model's release (tokenizer.json, tokenizer_config.json, ...)"
+            ) from err
         self.name = f"hf:{path.resolve()}"
         self.vocab_size = len(self._tok)
         eos = self._tok.eos_token_id
         self.eos_token_id = int(eos if eos is not None else 0)
-        # [bos] when the tokenizer adds it by default (LLaMA does): prompts built from raw ids need it too.
-        bos = self._tok.bos_token_id
-        adds_bos = bos is not None and bos in self._tok("", add_special_tokens=True)["input_ids"]
         self.bos_prefix: list[int] = [bos] if adds_bos else []
 
     def encode(self, text: str) -> list[int]:
@@ -63,6 +73,14 @@ class HFTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids)
+
+
+def check_tokenizer_files(path: Path) -> None:
+    """The tokenizer's JSON files in ``path`` are readable JSON objects, or a one-line error naming the file."""
+    for name in JSON_FILES:
+        file = path / name
+        if file.exists():
+            read_json_object(file, "copy the tokenizer files again")
 
 
 def load_tokenizer(kind: str, path: str | None = None) -> Tokenizer:

@@ -39,7 +39,7 @@ def tokenize_split(corpus: Corpus, tokenizer: Tokenizer, split: str, cache_dir: 
     if path.exists():
         try:
             return np.load(path, mmap_mode="r")
-        except (ValueError, OSError):
+        except (ValueError, OSError, EOFError):  # EOFError: an empty file
             path.unlink(missing_ok=True)  # a damaged cache is rebuilt, not trusted
     dtype = _dtype_for(tokenizer.vocab_size)
     pieces: list[np.ndarray] = []
@@ -58,12 +58,19 @@ def tokenize_split(corpus: Corpus, tokenizer: Tokenizer, split: str, cache_dir: 
         )
     tokens = np.concatenate(pieces)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    # Write then rename: a run killed mid-write never leaves a truncated cache behind.
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npy.tmp")
+    # Write, then link into place: a run killed mid-write never leaves a truncated cache behind,
+    # and a cache file another run wrote meanwhile (the same tokens: the name is their hash) is kept.
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; a cache directory may be shared
         with os.fdopen(fd, "wb") as f:
             np.save(f, tokens)
-        os.replace(tmp, path)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links: rename (atomic, may replace an identical file)
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from clexlab.utils.checks import check_model_dir
-from clexlab.utils.errors import UserError
+from clexlab.utils.errors import UserError, describe, hf_config_errors, weights_errors
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # `auto`: a checkpoint keeps the dtype its config.json records (bf16 for LLaMA-2), so a 7B
@@ -64,12 +65,53 @@ def tiny_config(cfg: dict[str, Any], vocab_size: int):
     from clexlab.arch import get_architecture
 
     arch = get_architecture(cfg.get("arch") or "llama")
-    config = arch.tiny_config(cfg, vocab_size)
-    if cfg.get("rope_parameters"):
-        config.rope_parameters = {**arch.rope_parameters(config), **dict(cfg["rope_parameters"])}
-    for key, value in dict(cfg.get("config_overrides") or {}).items():
-        setattr(config, key, value)
+    try:  # transformers' config validators refuse some shapes (hidden_size not a multiple of the heads, ...)
+        config = arch.tiny_config(cfg, vocab_size)
+        if cfg.get("rope_parameters"):
+            config.rope_parameters = {**arch.rope_parameters(config), **dict(cfg["rope_parameters"])}
+        for key, value in dict(cfg.get("config_overrides") or {}).items():
+            setattr(config, key, value)
+    except hf_config_errors() as err:
+        raise UserError(
+            f"transformers refuses this model={cfg.get('name', 'model')} ({describe(err)}): fix model.hidden_size, "
+            "num_heads, num_kv_heads, num_layers, intermediate_size, rope_parameters or config_overrides"
+        ) from err
     return config
+
+
+def load_hf_config(path: str | Path):
+    """transformers' config of a local model directory; a config its validators refuse is one line.
+
+    Raises:
+        UserError: naming ``config.json`` and what transformers said about it.
+    """
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except hf_config_errors() as err:
+        raise UserError(
+            f"transformers refuses {Path(path) / 'config.json'} ({describe(err)}): fix that key in config.json "
+            "or point model.path at another model"
+        ) from err
+
+
+def _weights_error(path: Path, err: BaseException) -> UserError:
+    return UserError(
+        f"model.path={path}: transformers cannot load its weights ({describe(err)}): the weight files are damaged, "
+        "truncated or do not match config.json; copy or re-save them"
+    )
+
+
+def _check_loaded(path: Path, loading: dict[str, Any]) -> None:
+    """Refuse weights that leave tensors of the model unset (transformers would initialise them at random)."""
+    # rotary_emb: buffers (inv_freq) some checkpoints carry and some do not; rebuilt from config.json anyway.
+    missing = sorted(k for k in loading.get("missing_keys", ()) if "rotary_emb" not in k)
+    if missing:
+        raise UserError(
+            f"model.path={path}: its weights lack {len(missing)} tensors of the model config.json describes "
+            f"(e.g. {missing[:2]}), which would start from random values: use the weights saved with this config.json"
+        )
 
 
 def build_tiny(cfg: dict[str, Any], vocab_size: int) -> nn.Module:
@@ -81,7 +123,11 @@ def build_tiny(cfg: dict[str, Any], vocab_size: int) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
     config = tiny_config(cfg, model_vocab_size(cfg, vocab_size))
-    return AutoModelForCausalLM.from_config(config).to(resolve_dtype(cfg.get("dtype")))
+    try:
+        model = AutoModelForCausalLM.from_config(config)
+    except hf_config_errors() as err:
+        raise UserError(f"transformers cannot build model={cfg.get('name', 'model')} ({describe(err)}): fix the model.* sizes") from err
+    return model.to(resolve_dtype(cfg.get("dtype")))
 
 
 def load_pretrained(cfg: dict[str, Any], load_weights: bool = True) -> nn.Module:
@@ -92,24 +138,32 @@ def load_pretrained(cfg: dict[str, Any], load_weights: bool = True) -> nn.Module
     checkpoint's recorded dtype: transformers then reads the shards straight
     into parameters of that dtype, never through a float32 copy.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from clexlab.arch import get_architecture
 
     path = check_model_dir(cfg.get("path"), cfg.get("name", "model"))
     name = cfg.get("dtype") or "float32"
-    config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    config = load_hf_config(path)
     # An unsupported family is refused here, in one line, before any weight is read.
     attn = get_architecture(config.model_type).attn_implementation(cfg.get("attn_implementation"))
     if load_weights:
         dtype = "auto" if name == "auto" else resolve_dtype(name)
-        return AutoModelForCausalLM.from_pretrained(
-            str(path), config=config, dtype=dtype, local_files_only=True, trust_remote_code=False,
-            attn_implementation=attn,
+        try:
+            model, loading = AutoModelForCausalLM.from_pretrained(
+                str(path), config=config, dtype=dtype, local_files_only=True, trust_remote_code=False,
+                attn_implementation=attn, output_loading_info=True,
+            )
+        except weights_errors() as err:
+            raise _weights_error(path, err) from err
+        _check_loaded(path, loading)
+        return model
+    try:
+        return AutoModelForCausalLM.from_config(
+            config, dtype=resolve_dtype(name, getattr(config, "dtype", None)), attn_implementation=attn
         )
-    return AutoModelForCausalLM.from_config(
-        config, dtype=resolve_dtype(name, getattr(config, "dtype", None)), attn_implementation=attn
-    )
+    except hf_config_errors() as err:
+        raise UserError(f"transformers cannot build the model of {path / 'config.json'} ({describe(err)}): fix config.json") from err
 
 
 def build_model(cfg: dict[str, Any], vocab_size: int, load_weights: bool = True) -> nn.Module:
@@ -133,17 +187,20 @@ def build_skeleton(cfg: dict[str, Any], tokenizer_vocab: int | None = None) -> n
     used whatever ``attn_implementation`` says, so planning a flash-attention run
     needs no flash-attention package here.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from clexlab.arch import get_architecture
 
     path = cfg.get("path")
     if path and str(path) != "???":
-        config = AutoConfig.from_pretrained(str(check_model_dir(path, cfg.get("name", "model"))), local_files_only=True)
+        config = load_hf_config(check_model_dir(path, cfg.get("name", "model")))
         dtype = resolve_dtype(cfg.get("dtype"), getattr(config, "dtype", None))
     else:
         config = tiny_config(cfg, model_vocab_size(cfg, tokenizer_vocab))
         dtype = resolve_dtype(cfg.get("dtype"))
     attn = get_architecture(config.model_type).attn_implementation("sdpa")
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
+    try:
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
+    except hf_config_errors() as err:
+        raise UserError(f"transformers cannot build model={cfg.get('name', 'model')} ({describe(err)}): fix the model.* sizes") from err

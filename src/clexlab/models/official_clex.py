@@ -68,7 +68,8 @@ from clexlab.rope.install import install_clex
 from clexlab.rope.log_scale import NAME as LOG_SCALE_ATTN
 from clexlab.rope.log_scale import enable_log_scale
 from clexlab.rope.ntk import rope_log_inv_freq
-from clexlab.utils.errors import UserError
+from clexlab.utils.errors import UserError, describe, hf_config_errors, torch_load_errors, weights_errors
+from clexlab.utils.json_files import read_json_object
 
 log = logging.getLogger("clexlab")
 
@@ -89,11 +90,7 @@ TOKENIZER_FILES = (
 
 def read_config(path: str | Path) -> dict[str, Any]:
     """``config.json`` of a model directory as a dict (one-line error when unreadable)."""
-    file = Path(path) / "config.json"
-    try:
-        return json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read {file}: {err}".splitlines()[0]) from err
+    return read_json_object(Path(path) / "config.json", "it must be the model's JSON config")
 
 
 def is_official_clex(config: dict[str, Any]) -> bool:
@@ -116,19 +113,33 @@ def read_clex_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors import safe_open
 
         for file in safetensors:
-            with safe_open(str(file), framework="pt") as f:
-                found.update({k: f.get_tensor(k) for k in f.keys() if k.startswith(PREFIX)})
+            try:
+                with safe_open(str(file), framework="pt") as f:
+                    found.update({k: f.get_tensor(k) for k in f.keys() if k.startswith(PREFIX)})
+            except weights_errors() as err:
+                raise UserError(f"{file} is damaged or truncated ({describe(err)}): copy or download it again") from err
         return found
     bins = sorted(path.glob("pytorch_model*.bin"))
     if not bins:
         raise UserError(f"{path} holds no *.safetensors or pytorch_model*.bin weights")
     for file in bins:
+        state = _load_bin(file)
+        found.update({k: v for k, v in state.items() if isinstance(k, str) and k.startswith(PREFIX)})
+    return found
+
+
+def _load_bin(file: Path) -> dict[str, Any]:
+    """One ``pytorch_model*.bin`` shard (memory-mapped where the format allows), or a one-line error."""
+    try:
         try:
             state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
             state = torch.load(file, map_location="cpu", weights_only=True)
-        found.update({k: v for k, v in state.items() if k.startswith(PREFIX)})
-    return found
+    except torch_load_errors() as err:
+        raise UserError(f"{file} is damaged, truncated or not a torch.save file ({describe(err)}): copy it again") from err
+    if not isinstance(state, dict):
+        raise UserError(f"{file} holds a {type(state).__name__}, not a state dict of weights")
+    return state
 
 
 def released_config(raw: dict[str, Any], attn_implementation: str):
@@ -181,7 +192,16 @@ def load_official_clex(
     if not is_official_clex(raw):
         raise UserError(f"{path}/config.json has no rope_scaling of type 'clex': not a released CLEX model")
     scaling = raw["rope_scaling"]
-    arch, config = released_config(raw, attn_implementation)
+    try:  # transformers' validators, and the CLEX keys themselves
+        arch, config = released_config(raw, attn_implementation)
+        options = {"max_scale": int(scaling["max_factor"]), "param_factor": int(scaling.get("param_factor", 1)),
+                   "act": str(scaling.get("act", "tanh")), "time_dt": float(scaling.get("time_dt", 0.01)),
+                   "length": int(train_length or raw["max_position_embeddings"])}
+    except hf_config_errors() as err:
+        raise UserError(
+            f"{path}/config.json is not a valid released CLEX config ({describe(err)}): fix that key "
+            "(rope_scaling needs max_factor; max_position_embeddings, sizes and rope_theta must be numbers)"
+        ) from err
     clex = read_clex_tensors(path)
     missing_ode = [k for k in (UP, DOWN) if k not in clex]
     if missing_ode:
@@ -202,8 +222,11 @@ def load_official_clex(
             local_files_only=True, trust_remote_code=False, output_loading_info=True,
             attn_implementation=arch.attn_implementation(attn_implementation),
         )
-    except (OSError, ValueError, RuntimeError) as err:
-        raise UserError(f"{path}: transformers cannot load the weights ({type(err).__name__}: {str(err).splitlines()[0]})") from err
+    except weights_errors() as err:
+        raise UserError(
+            f"{path}: transformers cannot load the weights ({describe(err)}): they are damaged, truncated or do not "
+            "match config.json; copy them again"
+        ) from err
     finally:
         hf_logging.set_verbosity(verbosity)
     unexpected = sorted(k for k in loading["unexpected_keys"] if not k.startswith(PREFIX) and "rotary_emb" not in k)
@@ -213,14 +236,14 @@ def load_official_clex(
     if missing:
         raise UserError(f"{path} weights lack {len(missing)} tensors, e.g. {missing[:3]}")
 
-    length = int(train_length or raw.get("max_position_embeddings"))
+    length = options["length"]
     rope = install_clex(
         model,
         train_length=length,
-        max_scale=int(scaling["max_factor"]),
-        param_factor=int(scaling.get("param_factor", 1)),
-        act=str(scaling.get("act", "tanh")),
-        time_dt=float(scaling.get("time_dt", 0.01)),
+        max_scale=options["max_scale"],
+        param_factor=options["param_factor"],
+        act=options["act"],
+        time_dt=options["time_dt"],
         solver=solver,
         # The released ODE embeds time with the NTK frequencies of base 10000 (see the module docstring);
         # clexlab's own exports say when theirs is the model's own frequencies instead.

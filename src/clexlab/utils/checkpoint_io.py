@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from clexlab.utils.errors import UserError
+from clexlab.utils.errors import UserError, torch_load_errors
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -89,7 +89,7 @@ def load_checkpoint_file(path: str | Path, key: str = "ckpt_path", map_location:
         ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except FileNotFoundError as err:
         raise UserError(f"{key}={path} does not exist") from err
-    except Exception as err:  # torch raises several types for damaged or foreign files
+    except torch_load_errors() as err:  # what torch raises for damaged or foreign files
         detail = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else ""
         raise UserError(
             f"{key}={path} is not a readable checkpoint (truncated, damaged or not written by torch.save: "

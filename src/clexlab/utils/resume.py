@@ -90,7 +90,7 @@ def check_resume_compatible(ckpt: dict[str, Any], model_cfg: dict[str, Any], rop
         path: the checkpoint's path, for the message.
     """
     hparams = ckpt.get("hyper_parameters")
-    if not isinstance(hparams, dict) or "model" not in hparams:
+    if not isinstance(hparams, dict) or not isinstance(hparams.get("model"), dict):
         raise UserError(f"ckpt_path={path} was not written by clexlab train.py (no model hyper-parameters)")
     if "optimizer_states" not in ckpt or "loops" not in ckpt:
         raise UserError(

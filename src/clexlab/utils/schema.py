@@ -170,12 +170,13 @@ def validate_node(name: str, node: Any) -> Any:
     schema = SCHEMAS[name]
     try:
         # Resolve first: interpolations point at the root (e.g. ${clex.max_scale}), lost once merged alone.
-        plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        plain = OmegaConf.to_container(node, resolve=True, throw_on_missing=True) if OmegaConf.is_config(node) else node
         merged = OmegaConf.merge(OmegaConf.structured(schema), plain)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
-        full_key = getattr(err, "full_key", None)
-        raise UserError(_one_line(err, f"{name}.{full_key}" if full_key else name)) from err
+        full_key = str(getattr(err, "full_key", None) or "")
+        key = full_key if full_key.startswith(f"{name}.") else f"{name}.{full_key}" if full_key else name
+        raise UserError(_one_line(err, key)) from err
 
 
 def validate_dry_run(cfg: DictConfig) -> DryRunConfig:
@@ -192,8 +193,8 @@ def validate_rope(cfg: DictConfig) -> Any:
     from clexlab.rope.methods import method_from_config
 
     try:
-        rope = OmegaConf.to_container(cfg.rope, resolve=True) if OmegaConf.is_config(cfg.rope) else cfg.rope
-        clex = OmegaConf.to_container(cfg.clex, resolve=True) if "clex" in cfg else {}
+        rope = OmegaConf.to_container(cfg.rope, resolve=True, throw_on_missing=True) if OmegaConf.is_config(cfg.rope) else cfg.rope
+        clex = OmegaConf.to_container(cfg.clex, resolve=True, throw_on_missing=True) if "clex" in cfg else {}
     except OmegaConfBaseException as err:
         raise UserError(_one_line(err, "rope")) from err
     return method_from_config(rope, {"clex": clex})

@@ -65,17 +65,22 @@ class Subject:
 
 def load_checkpoint(path: str) -> tuple[LongContextLM, dict[str, Any]]:
     """Rebuild the module from a clexlab checkpoint (weights only; no pickled code runs)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for damaged files
-        raise UserError(f"ckpt_path={path} is not a readable checkpoint ({type(err).__name__}: {err})".splitlines()[0]) from err
+    import inspect
+
+    from clexlab.utils.checkpoint_io import load_checkpoint_file
+
+    ckpt = load_checkpoint_file(path)  # weights_only; a damaged file is one line
     hparams = ckpt.get("hyper_parameters")
-    if not hparams or "model" not in hparams:
-        raise UserError(f"ckpt_path={path} was not written by clexlab train.py (no model hyper-parameters)")
+    if not isinstance(hparams, dict) or not isinstance(hparams.get("model"), dict) or "state_dict" not in ckpt:
+        raise UserError(f"ckpt_path={path} was not written by clexlab train.py (no model hyper-parameters or weights)")
+    try:
+        inspect.signature(LongContextLM).bind(**hparams, load_weights=False)
+    except TypeError as err:
+        raise UserError(f"ckpt_path={path} was written by another clexlab version ({err}): evaluate it with that version") from err
     module = LongContextLM(**hparams, load_weights=False)
     try:
         module.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:
+    except (RuntimeError, TypeError, AttributeError) as err:  # wrong shapes or keys; a state_dict that is no dict
         raise UserError(f"ckpt_path={path} does not match the model it describes: {str(err).splitlines()[0]}") from err
     return module, ckpt
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.strategies import ModelParallelStrategy
 from omegaconf import DictConfig, OmegaConf
@@ -22,7 +21,7 @@ from clexlab.utils.checks import preflight_train
 from clexlab.utils.distributed import distributed_job
 from clexlab.utils.errors import StopRequested, UserError
 from clexlab.utils.resume import resolve_ckpt_path
-from clexlab.workflows.common import container, instantiate_all, log, tokenizer_for
+from clexlab.workflows.common import build, container, instantiate_all, log, tokenizer_for
 from clexlab.workflows.evaluate import Subject, run_suite
 
 
@@ -49,7 +48,7 @@ def _train(cfg: DictConfig, typed: dict[str, Any]) -> dict[str, Any]:
     ckpt_path = resolve_ckpt_path(cfg)  # a file, the one ckpt_path=auto finds, or None; checked against the model
 
     tokenizer = tokenizer_for(model_cfg)
-    datamodule = instantiate(cfg.data, tokenizer=tokenizer, _recursive_=True)
+    datamodule = build(cfg.data, "data", tokenizer=tokenizer, _recursive_=True)
     callbacks = instantiate_all(cfg.get("callbacks"))
     # Too little data for the windows or the evaluations: say so now, not after days of training.
     datamodule.check_fits(_eval_needs(typed["eval"], callbacks, int(model_cfg["train_length"])))
@@ -70,7 +69,7 @@ def _train(cfg: DictConfig, typed: dict[str, Any]) -> dict[str, Any]:
     loggers = instantiate_all(cfg.get("logger"))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
     _check_strategy(trainer)
 
     started = time.perf_counter()

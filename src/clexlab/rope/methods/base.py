@@ -46,6 +46,8 @@ class RopeMethod(abc.ABC):
         exports: writes the released CLEX format (``python -m clexlab.export``).
         uses_scale: its frequencies depend on the scale t a training step draws (CLEX).
         continuous_scale: it accepts a non-integer t.
+        min_rotary_dim: fewest rotated dimensions per head its formula works with
+            (NTK-style rules divide by ``d - 2``).
     """
 
     name: ClassVar[str] = ""
@@ -53,6 +55,7 @@ class RopeMethod(abc.ABC):
     exports: ClassVar[bool] = False
     uses_scale: ClassVar[bool] = False
     continuous_scale: ClassVar[bool] = False
+    min_rotary_dim: ClassVar[int] = 2
 
     def __init__(self, factor: float = 1.0) -> None:
         factor = _number(factor, "rope.factor")
@@ -63,6 +66,19 @@ class RopeMethod(abc.ABC):
     @abc.abstractmethod
     def install(self, model: nn.Module, train_length: int) -> nn.Module:
         """Put the method into ``model`` (trained at ``train_length`` tokens); return its rotary module."""
+
+    def check_rotary_dim(self, rotary_dim: int) -> None:
+        """Refuse a model that rotates too few dimensions per head for this method (one line)."""
+        if rotary_dim < self.min_rotary_dim:
+            raise UserError(
+                f"rope={self.name} needs at least {self.min_rotary_dim} rotated dimensions per head, the model "
+                f"rotates {rotary_dim}: raise model.head_dim (or hidden_size/num_heads, partial_rotary_factor)"
+            )
+
+    def setup_cost(self) -> tuple[float, str]:
+        """Rough CPU seconds the method spends preparing its frequencies up to its largest scale, and the
+        setting that sets them (``(0, "")`` for a rule in closed form)."""
+        return 0.0, ""
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         """The method's own parameters that train (none for a frequency rule)."""

@@ -70,6 +70,7 @@ class DynamicNTK(RopeMethod):
     """Dynamic NTK scaling with ``factor`` (2 by default in conf/rope/dynamic_ntk.yaml)."""
 
     name = "dynamic_ntk"
+    min_rotary_dim = 4  # the NTK rule divides by d - 2
 
     def install(self, model: nn.Module, train_length: int) -> nn.Module:
         rotary = DynamicNTKRotary(own_rope(model), train_length, self.factor)

@@ -24,6 +24,7 @@ def ntk_shift(own: OwnRope, alpha: float) -> torch.Tensor:
 
 class NTKScaling(FrequencyMethod):
     name = "ntk"
+    min_rotary_dim = 4  # the NTK rule divides by d - 2
 
     def frequencies(self, own: OwnRope, train_length: int) -> tuple[torch.Tensor, float]:
         return ntk_shift(own, float(self.factor)).exp(), own.attention_scaling
