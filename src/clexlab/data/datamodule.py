@@ -10,10 +10,18 @@ from torch.utils.data import DataLoader
 
 from clexlab.data.corpus import Corpus
 from clexlab.data.packing import PackedWindows
+from clexlab.data.retrieval import RetrievalMix
 from clexlab.data.sampler import ResumableDataLoader, ResumableSampler
 from clexlab.data.tokenizer import Tokenizer
 from clexlab.data.tokens import tokenize_split
 from clexlab.utils.errors import UserError
+
+
+def _count(key: str, value: object, minimum: int) -> int:
+    """``value`` as an integer ``>= minimum``, or a one-line error naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    return value
 
 
 class LongContextDataModule(L.LightningDataModule):
@@ -28,6 +36,7 @@ class LongContextDataModule(L.LightningDataModule):
         num_workers: DataLoader workers.
         val_max_windows: cap on validation windows at length L (keeps validation fast).
         seed: shuffling seed.
+        retrieval: synthetic retrieval documents mixed into the training windows (None: natural text only).
     """
 
     def __init__(
@@ -40,16 +49,20 @@ class LongContextDataModule(L.LightningDataModule):
         num_workers: int = 0,
         val_max_windows: int | None = 64,
         seed: int = 0,
+        retrieval: RetrievalMix | None = None,
     ) -> None:
         super().__init__()
         self.corpus = corpus
         self.tokenizer = tokenizer
         self.seq_len = int(seq_len)
-        self.batch_size = int(batch_size)
+        # Checked here, where every caller (train.py, eval.py, tests) passes: PyTorch's DataLoader
+        # would refuse a batch size of 0 only when the first batch is drawn, in a traceback.
+        self.batch_size = _count("data.batch_size", batch_size, 1)
         self.cache_dir = Path(cache_dir)
-        self.num_workers = int(num_workers)
-        self.val_max_windows = val_max_windows
+        self.num_workers = _count("data.num_workers", num_workers, 0)
+        self.val_max_windows = None if val_max_windows is None else _count("data.val_max_windows", val_max_windows, 1)
         self.seed = int(seed)
+        self.retrieval = retrieval
         self._streams: dict[str, np.ndarray] = {}
 
     def stream(self, split: str) -> np.ndarray:
@@ -102,6 +115,8 @@ class LongContextDataModule(L.LightningDataModule):
         # run resumed from a mid-epoch checkpoint continues with the very next batch.
         trainer = self.trainer
         windows = self._windows("train")
+        if self.retrieval is not None:  # a seeded share of windows becomes retrieval documents (train only)
+            windows = self.retrieval.wrap(windows, self.tokenizer, self.seed)
         sampler = ResumableSampler(
             len(windows),
             seed=self.seed,

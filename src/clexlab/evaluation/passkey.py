@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from clexlab.data.tokenizer import Tokenizer
+from clexlab.evaluation.kv_policies import KVPolicy, use_kv_policy
 from clexlab.utils.errors import UserError
 
 log = logging.getLogger("clexlab")
@@ -94,7 +95,7 @@ def _text(n_words: int, depth: float, key: str) -> tuple[str, str, str]:
     return head, f"\n{info_line(key)}\n", tail
 
 
-def _longest_fit(size, length: int, hint: int = 0) -> int:
+def longest_fit(size, length: int, hint: int = 0) -> int:
     """Largest ``n >= 0`` with ``size(n) <= length``, given ``size(0) <= length``.
 
     Token counts grow with the number of words (a BPE merge at a boundary
@@ -154,7 +155,7 @@ def build_prompt(
 
     if size(0) > length:
         raise UserError(f"passkey length {length} is shorter than the prompt without filler ({size(0)} tokens)")
-    n = _longest_fit(size, length, hint)
+    n = longest_fit(size, length, hint)
     head, info, tail = _text(n, depth, key)
     ids = prefix + tokenizer.encode(head + info + tail)
     filler_before = len(tokenizer.encode(head)) - len(tokenizer.encode(f"{TASK}\n"))
@@ -220,6 +221,7 @@ def passkey_retrieval(
     max_new_tokens: int = 10,
     prefix_ids: Sequence[int] = (),
     progress: bool = False,
+    kv_policy: KVPolicy | None = None,
 ) -> PasskeyResult:
     """Greedy passkey retrieval over ``lengths`` x ``depths``, ``n_samples`` keys per cell.
 
@@ -233,6 +235,8 @@ def passkey_retrieval(
         max_new_tokens: tokens generated per prompt.
         prefix_ids: ids before every prompt (e.g. ``[bos_token_id]``).
         progress: show a progress bar.
+        kv_policy: generate under this evaluation-time KV policy (None: full attention); the
+            prompt is prefilled in the policy's chunks, every new token attends per the policy.
 
     Returns:
         The accuracy grid, with each sample's key and answer in ``answers``;
@@ -256,31 +260,32 @@ def passkey_retrieval(
     if too_short:
         log.warning("passkey: lengths %s are shorter than the prompt without filler (%d tokens): skipped", too_short, shortest)
     try:
-        for length, depth in cells:
-            if int(length) < shortest:
-                continue
-            hits, hint = 0, 0
-            for sample in range(n_samples):
-                key = passkey_for(seed, int(length), float(depth), sample)
-                prompt = build_prompt(tokenizer, int(length), float(depth), key, prefix_ids, hint)
-                hint = prompt.filler_words
-                ids = torch.tensor([prompt.ids], device=device)
-                out = model.generate(
-                    input_ids=ids,
-                    attention_mask=torch.ones_like(ids),
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=pad,
-                    eos_token_id=pad,
-                )
-                continuation = tokenizer.decode(out[0, ids.shape[1] :].tolist())
-                answer = parse_passkey(continuation)
-                hits += answer == key
-                answers.append(
-                    {"length": int(length), "depth": float(depth), "sample": sample, "key": key,
-                     "answer": answer, "prompt_tokens": len(prompt.ids)}
-                )
-            correct[(int(length), float(depth))] = hits
+        with use_kv_policy(model, kv_policy):  # None: full attention, nothing changes
+            for length, depth in cells:
+                if int(length) < shortest:
+                    continue
+                hits, hint = 0, 0
+                for sample in range(n_samples):
+                    key = passkey_for(seed, int(length), float(depth), sample)
+                    prompt = build_prompt(tokenizer, int(length), float(depth), key, prefix_ids, hint)
+                    hint = prompt.filler_words
+                    ids = torch.tensor([prompt.ids], device=device)
+                    out = model.generate(
+                        input_ids=ids,
+                        attention_mask=torch.ones_like(ids),
+                        max_new_tokens=max_new_tokens,
+                        do_sample=False,
+                        pad_token_id=pad,
+                        eos_token_id=pad,
+                    )
+                    continuation = tokenizer.decode(out[0, ids.shape[1] :].tolist())
+                    answer = parse_passkey(continuation)
+                    hits += answer == key
+                    answers.append(
+                        {"length": int(length), "depth": float(depth), "sample": sample, "key": key,
+                         "answer": answer, "prompt_tokens": len(prompt.ids)}
+                    )
+                correct[(int(length), float(depth))] = hits
     finally:
         model.train(was_training)
     grid = [

@@ -128,6 +128,44 @@ def plot_passkey_heatmap(passkey: Mapping[str, Any], path: str | Path, title: st
     return data
 
 
+def plot_heatmap(
+    rows: Sequence[Any],
+    columns: Sequence[Any],
+    grid: Sequence[Sequence[float | None]],
+    path: str | Path,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    vmax: float = 1.0,
+    fmt: str = "{:.2f}",
+) -> dict[str, Any]:
+    """A score grid (rows x columns) as an annotated heatmap; ``None`` cells are blank and marked n/a.
+
+    The generic form of :func:`plot_passkey_heatmap`, for task x length grids
+    (RULER) and other scores on ``[0, vmax]``.
+
+    Returns:
+        ``{"rows", "columns", "grid"}`` (also embedded in the PNG).
+    """
+    grid = [[None if v is None else float(v) for v in row] for row in grid]
+    fig = _figure(2.6 + 0.9 * len(columns), 1.6 + 0.4 * len(rows))
+    ax = fig.add_subplot()
+    values = [[math.nan if v is None else v for v in row] for row in grid]
+    image = ax.imshow(values, vmin=0.0, vmax=vmax, cmap="RdYlGn", aspect="auto", origin="upper")
+    ax.set_xticks(range(len(columns)), [str(c) for c in columns])
+    ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+    for i, row in enumerate(grid):
+        for j, v in enumerate(row):
+            ax.text(j, i, "n/a" if v is None else fmt.format(v), ha="center", va="center", fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax)
+    data = {"rows": list(rows), "columns": list(columns), "grid": grid}
+    _save(fig, path, data)
+    return data
+
+
 def clex_frequency_curves(
     rope, indices: Sequence[int] | None = None, n_points: int = 121, t_end: float | None = None
 ) -> dict[str, Any]:

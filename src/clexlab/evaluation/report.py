@@ -5,11 +5,35 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clexlab.evaluation.perplexity import LengthResult
+
+
+@dataclass
+class TaskReport:
+    """What one evaluation task (RULER, needle_nll, LongBench) hands the workflow.
+
+    Attributes:
+        key: its entry in ``results.json``.
+        payload: that entry.
+        title: the heading of its section in ``report.md``.
+        table: its markdown table (printed and put in the report).
+        metrics: scalar metrics for the loggers (``eval/ruler@4096``, ...).
+        tables: ``{name: (columns, rows)}`` for loggers that take tables (W&B).
+        images: ``{name: path}`` of its figures.
+    """
+
+    key: str
+    payload: dict[str, Any]
+    title: str
+    table: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    tables: dict[str, tuple[list[str], list[list[Any]]]] = field(default_factory=dict)
+    images: dict[str, Path] = field(default_factory=dict)
 
 
 def format_table(results: Mapping[int, LengthResult], train_length: int) -> str:
@@ -34,16 +58,29 @@ def results_payload(results: Mapping[int, LengthResult], train_length: int, **ex
     }
 
 
-def write_json(path: str | Path, payload: Mapping[str, Any]) -> Path:
-    """Write ``payload`` as JSON atomically (temporary file, then rename)."""
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename.
+
+    Readers, and a run killed mid-write, see the previous file or the new one,
+    never part of one; the temporary file is removed when writing fails.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; results are for everyone who can read the directory
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return path
+
+
+def write_json(path: str | Path, payload: Mapping[str, Any]) -> Path:
+    """Write ``payload`` as JSON atomically (temporary file, then rename)."""
+    return write_bytes_atomic(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
 def format_passkey_table(passkey: Mapping[str, Any]) -> str:
@@ -73,12 +110,15 @@ def _ppl_table_from_payload(payload: Mapping[str, Any]) -> str:
     return format_table(results, train_length)
 
 
-def format_report(payload: Mapping[str, Any], images: Mapping[str, str] | None = None) -> str:
-    """``report.md``: what was evaluated, the perplexity and passkey tables, the figures.
+def format_report(
+    payload: Mapping[str, Any], images: Mapping[str, str] | None = None, sections: Sequence[TaskReport] = ()
+) -> str:
+    """``report.md``: what was evaluated, the perplexity and passkey tables, the other tasks' tables, the figures.
 
     Args:
         payload: the ``results.json`` payload (``ppl``/``nll``/``tokens`` and optionally ``passkey``).
         images: ``{caption: relative path}`` of the figures to link.
+        sections: the other tasks' reports, each a titled table.
     """
     lines = ["# Long-context evaluation", ""]
     about = [
@@ -100,6 +140,8 @@ def format_report(payload: Mapping[str, Any], images: Mapping[str, str] | None =
         pk = payload["passkey"]
         lines += ["", f"## Passkey retrieval ({pk.get('n_samples', '?')} keys per cell, seed {pk.get('seed', '?')})", ""]
         lines.append(format_passkey_table(pk))
+    for section in sections:
+        lines += ["", f"## {section.title}", "", section.table]
     if images:
         lines += ["", "## Figures", ""]
         lines += [f"![{caption}]({rel})" for caption, rel in images.items()]

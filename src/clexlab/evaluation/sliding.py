@@ -18,6 +18,10 @@ lets windows of one length share a batch.
 With ``stride >= length`` the windows no longer overlap and the result equals
 the non-overlapping protocol on the same ``M`` (tested), so a stride larger
 than a length is clipped to that length.
+
+This module only plans the windows; they are scored by the loop both
+protocols share (:func:`clexlab.evaluation.perplexity.score_windows`), which
+splits them across ranks in lockstep and applies a KV policy if one is given.
 """
 
 from __future__ import annotations
@@ -28,11 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from clexlab.evaluation.perplexity import LengthResult, eval_mode, held_out_stretch
-from clexlab.models.loss import causal_lm_nll
+from clexlab.evaluation.kv_policies import KVPolicy
+from clexlab.evaluation.perplexity import IGNORE, LengthResult, held_out_stretch, score_windows
 from clexlab.utils.errors import UserError
 
-IGNORE = -100
+__all__ = ["IGNORE", "sliding_budget", "sliding_window_perplexity", "window_plan"]
 
 
 def sliding_budget(lengths: Sequence[int], max_tokens: int) -> int:
@@ -83,6 +87,8 @@ def sliding_window_perplexity(
     world_size: int = 1,
     progress: bool = False,
     chunk_size: int = 1024,
+    lockstep: bool = False,
+    kv_policy: KVPolicy | None = None,
 ) -> dict[int, LengthResult]:
     """Sliding-window perplexity of the same ``M`` targets at every length.
 
@@ -97,6 +103,8 @@ def sliding_window_perplexity(
         progress: show a progress bar per length.
         chunk_size: positions projected to the vocabulary at a time by the loss
             (bounds the float32 logits to ``[batch, chunk_size, vocab]``).
+        lockstep: every rank runs the same number of forwards (FSDP: forwards are collectives).
+        kv_policy: an evaluation-time KV policy (:mod:`clexlab.evaluation.kv_policies`); None: full attention.
 
     Returns:
         ``{length: LengthResult}`` with this rank's partial sums.
@@ -108,30 +116,7 @@ def sliding_window_perplexity(
         raise UserError(f"eval.stride must be a positive number of tokens, got {stride}")
     budget = sliding_budget(lengths, max_tokens)
     stream = held_out_stretch(tokens, budget, lengths, "sliding-window eval")
-    device = next(model.parameters()).device
-    results: dict[int, LengthResult] = {}
-    with eval_mode(model):
-        for length in lengths:
-            length = int(length)
-            plan = window_plan(budget, length, int(stride))[rank::world_size]
-            batches = range(0, len(plan), batch_size)
-            if progress:
-                from tqdm.auto import tqdm
-
-                batches = tqdm(batches, desc=f"ppl@{length} (sliding)", leave=False)
-            nll, count = 0.0, 0
-            offsets = torch.arange(length)
-            for b in batches:
-                group = plan[b : b + batch_size]
-                starts = torch.tensor([s for s, _ in group])
-                index = starts[:, None] + offsets  # [batch, length] token indices read
-                ids = stream[index]
-                labels = stream[index + 1]
-                # Targets the previous windows already scored are ignored.
-                first_new = torch.tensor([f for _, f in group])
-                labels = labels.masked_fill(index + 1 < first_new[:, None], IGNORE)
-                batch_nll, batch_count = causal_lm_nll(model, ids.to(device), labels.to(device), chunk_size=chunk_size)
-                nll += float(batch_nll)
-                count += int(batch_count)
-            results[length] = LengthResult(length, nll, count)
-    return results
+    plans = {int(n): window_plan(budget, int(n), int(stride)) for n in lengths}
+    return score_windows(
+        model, stream, plans, batch_size, rank, world_size, progress, lockstep, kv_policy, chunk_size, " (sliding)"
+    )

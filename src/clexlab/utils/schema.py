@@ -80,7 +80,7 @@ class OptimConfig:
 
 
 PROTOCOLS = ("chunks", "sliding")
-TASKS = ("ppl", "passkey")
+TASKS = ("ppl", "passkey", "ruler", "needle_nll", "longbench")
 
 
 @dataclass
@@ -104,6 +104,93 @@ class PasskeyEvalConfig:
             raise UserError(f"eval.passkey.max_new_tokens must be >= 5 (a key has 5 digits), got {self.max_new_tokens}")
 
 
+def _positive_lengths(key: str, lengths: list[int] | None) -> None:
+    for n in lengths or []:
+        if n <= 0:
+            raise UserError(f"{key} must be positive integers, got {list(lengths)}")
+
+
+@dataclass
+class RulerEvalConfig:
+    """``eval.ruler``: RULER's synthetic tasks (part of :class:`EvalConfig`)."""
+
+    tasks: list[str] = field(
+        default_factory=lambda: [
+            "niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multikey_2", "niah_multikey_3",
+            "niah_multivalue", "niah_multiquery", "vt", "cwe", "fwe",
+        ]
+    )
+    lengths: list[int] | None = None  # prompt lengths in tokens (answer budget included); null = the perplexity lengths
+    samples: int = 5
+    chat_template: bool = False  # wrap each prompt in the tokenizer's chat template (instruction models)
+    tokens_to_generate: int | None = None  # answer budget of every task; null = RULER's per task (128, 30, 120, 50)
+
+    def __post_init__(self) -> None:
+        from clexlab.evaluation.ruler.harness import TASKS as RULER_TASKS
+
+        unknown = [t for t in self.tasks if t not in RULER_TASKS]
+        if not self.tasks or unknown:
+            raise UserError(f"eval.ruler.tasks: unknown task(s) {unknown or '(none given)'}; choose from {list(RULER_TASKS)}")
+        _positive_lengths("eval.ruler.lengths", self.lengths)
+        if self.samples < 1:
+            raise UserError(f"eval.ruler.samples must be >= 1, got {self.samples}")
+        if self.tokens_to_generate is not None and self.tokens_to_generate < 1:
+            raise UserError(f"eval.ruler.tokens_to_generate must be >= 1 or null (RULER's), got {self.tokens_to_generate}")
+
+
+@dataclass
+class NeedleEvalConfig:
+    """``eval.needle_nll``: the teacher-forced needle score (part of :class:`EvalConfig`)."""
+
+    lengths: list[int] | None = None  # null = the perplexity lengths
+    depths: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    samples: int = 5
+
+    def __post_init__(self) -> None:
+        _positive_lengths("eval.needle_nll.lengths", self.lengths)
+        if not self.depths or any(not 0.0 <= d <= 1.0 for d in self.depths):
+            raise UserError(f"eval.needle_nll.depths must be fractions in [0, 1], got {list(self.depths)}")
+        if self.samples < 1:
+            raise UserError(f"eval.needle_nll.samples must be >= 1, got {self.samples}")
+
+
+@dataclass
+class LongBenchEvalConfig:
+    """``eval.longbench``: LongBench from local jsonl files (part of :class:`EvalConfig`)."""
+
+    dir: str | None = None  # a directory of <dataset>.jsonl files (THUDM/LongBench's data)
+    datasets: list[str] | None = None  # null = every known dataset with a file in dir
+    max_length: int | None = None  # prompt budget in tokens (middle truncation); null = the longest eval length
+    samples: int | None = None  # first N records per dataset; null = all
+    chat_template: bool = False  # the tokenizer's chat template, except on the datasets LongBench leaves plain
+
+    def __post_init__(self) -> None:
+        from clexlab.evaluation.longbench.config import DATASETS
+
+        unknown = [d for d in self.datasets or [] if d not in DATASETS]
+        if unknown:
+            raise UserError(f"eval.longbench.datasets: unknown dataset(s) {unknown}; choose from {list(DATASETS)}")
+        if self.max_length is not None and self.max_length < 1:
+            raise UserError(f"eval.longbench.max_length must be a positive number of tokens or null, got {self.max_length}")
+        if self.samples is not None and self.samples < 1:
+            raise UserError(f"eval.longbench.samples must be >= 1 or null (all), got {self.samples}")
+
+
+@dataclass
+class KVOptionsConfig:
+    """``eval.kv``: budget options of ``eval.kv_policy`` (null: the policy's default; see clexlab.evaluation.kv_policies)."""
+
+    n_sink: Any = None  # streaming: attention sinks (4)
+    n_init: Any = None  # tokenselect: initial tokens always kept (128)
+    n_global: Any = None  # lm_infinite: global tokens (10)
+    n_local: Any = None  # recent tokens (streaming: L - n_sink; lm_infinite: L; tokenselect: 512)
+    top_k: Any = None  # tokenselect: selected tokens (2048)
+    max_distance: Any = None  # lm_infinite: distance ceiling (L)
+    positions: Any = None  # streaming / tokenselect: compact (within the kept keys) | original
+    similarity_threshold: Any = None  # tokenselect: Selection Cache threshold (0.9; > 1: never reuse)
+    chunk_size: Any = None  # queries per prefill chunk (512)
+
+
 @dataclass
 class EvalConfig:
     """The ``eval`` node: lengths, budget, protocol and tasks of the long-context evaluation."""
@@ -117,8 +204,18 @@ class EvalConfig:
     stride: int = 256
     tasks: list[str] = field(default_factory=lambda: ["ppl"])
     passkey: PasskeyEvalConfig = field(default_factory=PasskeyEvalConfig)
+    ruler: RulerEvalConfig = field(default_factory=RulerEvalConfig)
+    needle_nll: NeedleEvalConfig = field(default_factory=NeedleEvalConfig)
+    longbench: LongBenchEvalConfig = field(default_factory=LongBenchEvalConfig)
+    kv_policy: str = "full"  # full | streaming | lm_infinite | tokenselect (training-free long context)
+    kv: KVOptionsConfig = field(default_factory=KVOptionsConfig)
 
     def __post_init__(self) -> None:
+        from dataclasses import asdict
+
+        from clexlab.evaluation.kv_policies import check_policy
+
+        check_policy(self.kv_policy, asdict(self.kv))
         for n in self.lengths or []:
             if n <= 0:
                 raise UserError(f"eval.lengths must be positive integers, got {list(self.lengths)}")
@@ -138,6 +235,11 @@ class EvalConfig:
         unknown = [t for t in self.tasks if t not in TASKS]
         if not self.tasks or unknown:
             raise UserError(f"eval.tasks must be a non-empty subset of {list(TASKS)}, got {list(self.tasks)}")
+        if "longbench" in self.tasks and not self.longbench.dir:
+            raise UserError(
+                "eval.tasks has longbench but eval.longbench.dir is not set: put LongBench's <dataset>.jsonl files "
+                "in a directory and pass eval.longbench.dir=/path/to/it"
+            )
 
 
 @dataclass

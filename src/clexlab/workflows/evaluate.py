@@ -16,7 +16,7 @@ table), ``report.md`` (every table and figure) and the figures
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from clexlab.evaluation import (
     sliding_window_perplexity,
     write_json,
 )
+from clexlab.evaluation.kv_policies import make_policy, use_kv_policy
 from clexlab.evaluation.passkey import mean_or_none
 from clexlab.models import LongContextLM
 from clexlab.rope import CLEXRotaryEmbedding, find_rotary
@@ -157,13 +158,15 @@ def datamodule_for(cfg: DictConfig, subject: Subject):
     return instantiate(OmegaConf.create(data_cfg), tokenizer=subject.tokenizer, _recursive_=True)
 
 
-def _log_everything(loggers, payload: dict[str, Any], images: dict[str, Path], split: str) -> None:
+def _log_everything(loggers, payload: dict[str, Any], images: dict[str, Path], split: str, reports=()) -> None:
     train_length = payload["train_length"]
     metrics = {f"{split}/ppl@{n}": v for n, v in payload.get("ppl", {}).items()}
     passkey = payload.get("passkey")
     if passkey:
         means = {n: mean_or_none(row) for n, row in zip(passkey["lengths"], passkey["accuracy"])}
         metrics.update({f"eval/passkey@{n}": v for n, v in means.items() if v is not None})
+    for report in reports:
+        metrics.update(report.metrics)
     for logger in loggers:
         logger.log_metrics(metrics)
         if hasattr(logger, "log_table"):
@@ -174,6 +177,9 @@ def _log_everything(loggers, payload: dict[str, Any], images: dict[str, Path], s
                 columns = ["length", *[f"depth {d:g}" for d in passkey["depths"]]]
                 rows = [[n, *row] for n, row in zip(passkey["lengths"], passkey["accuracy"])]
                 logger.log_table("eval/passkey_table", columns=columns, data=rows)
+            for report in reports:
+                for name, (columns, rows) in report.tables.items():
+                    logger.log_table(name, columns=columns, data=rows)
         if hasattr(logger, "log_image"):
             for name, path in images.items():
                 logger.log_image(f"eval/{name}", images=[str(path)])
@@ -203,27 +209,47 @@ def run_suite(subject: Subject, eval_cfg: Any, cfg: DictConfig, loggers=(), data
         extra["stride"] = int(eval_cfg.stride)
     if clex is not None:
         extra.setdefault("max_scale", clex.max_scale)
+    kv_policy = make_policy(eval_cfg.kv_policy, asdict(eval_cfg.kv), train_length)  # None: full attention
+    if kv_policy is not None:
+        extra["kv_policy"] = kv_policy.describe()
+
+    held_out = [datamodule]  # built on first use: the ppl stream, RULER's essay haystack
+
+    def data():
+        if held_out[0] is None:
+            held_out[0] = datamodule_for(cfg, subject)
+        return held_out[0]
 
     if "ppl" in eval_cfg.tasks:
-        stream = (datamodule or datamodule_for(cfg, subject)).stream(eval_cfg.split)
+        stream = data().stream(eval_cfg.split)
         if eval_cfg.protocol == "sliding":
             results = sliding_window_perplexity(
-                model, stream, lengths, eval_cfg.stride, eval_cfg.max_tokens, eval_cfg.batch_size, progress=True
+                model, stream, lengths, eval_cfg.stride, eval_cfg.max_tokens, eval_cfg.batch_size, progress=True,
+                kv_policy=kv_policy,
             )
         else:
-            results = perplexity_at_lengths(model, stream, lengths, eval_cfg.max_tokens, eval_cfg.batch_size, progress=True)
+            results = perplexity_at_lengths(
+                model, stream, lengths, eval_cfg.max_tokens, eval_cfg.batch_size, progress=True, kv_policy=kv_policy
+            )
         table = format_table(results, train_length)
-        print(f"\nHeld-out perplexity ({eval_cfg.split} split, {eval_cfg.protocol}, {results[lengths[0]].tokens} target tokens per length)")
+        policy = f", {kv_policy.describe()}" if kv_policy is not None else ""
+        print(f"\nHeld-out perplexity ({eval_cfg.split} split, {eval_cfg.protocol}{policy}, {results[lengths[0]].tokens} target tokens per length)")
         print(table)
         (out / "results.md").write_text(table + "\n")
     if "passkey" in eval_cfg.tasks:
         pk = eval_cfg.passkey
         grid = passkey_retrieval(
             model, subject.tokenizer, pk.lengths or lengths, pk.depths, pk.samples, int(cfg.seed),
-            pk.max_new_tokens, subject.prefix_ids, progress=True,
+            pk.max_new_tokens, subject.prefix_ids, progress=True, kv_policy=kv_policy,
         )
         extra["passkey"] = grid.to_dict()
         print(f"\nPasskey retrieval ({pk.samples} keys per cell)\n" + format_passkey_table(extra["passkey"]))
+    with use_kv_policy(model, kv_policy):  # the generation tasks run under the policy too
+        reports = _task_reports(subject, eval_cfg, int(cfg.seed), lengths, out, data)
+    for report in reports:
+        extra[report.key] = report.payload
+        images.update(report.images)
+        print(f"\n{report.title}\n{report.table}")
     payload = results_payload(results, train_length, **extra)
     write_json(out / "results.json", payload)
 
@@ -237,10 +263,32 @@ def run_suite(subject: Subject, eval_cfg: Any, cfg: DictConfig, loggers=(), data
     if clex is not None:
         plot_clex_frequencies(clex, out / "clex_frequencies.png")
         images["clex_frequencies"] = out / "clex_frequencies.png"
-    (out / "report.md").write_text(format_report(payload, {k: p.name for k, p in images.items()}))
-    _log_everything(loggers, payload, images, eval_cfg.split)
+    (out / "report.md").write_text(format_report(payload, {k: p.name for k, p in images.items()}, reports))
+    _log_everything(loggers, payload, images, eval_cfg.split, reports)
     print(f"results: {out / 'results.json'}; report: {out / 'report.md'}")
     return payload
+
+
+def _task_reports(subject: Subject, eval_cfg: Any, seed: int, lengths: list[int], out: Path, data) -> list:
+    """RULER, needle_nll and LongBench, each run when ``eval.tasks`` names it (see their modules)."""
+    model, tok, prefix = subject.model, subject.tokenizer, subject.prefix_ids
+    reports = []
+    if "ruler" in eval_cfg.tasks:
+        from clexlab.evaluation.ruler import essay_words, run_ruler
+
+        longest = max(eval_cfg.ruler.lengths or lengths)
+        # Held-out words for the essay haystack: one word per token of the longest prompt is plenty.
+        essay = lambda: essay_words(data().corpus.documents(eval_cfg.split), longest + 1000)  # noqa: E731
+        reports.append(run_ruler(model, tok, eval_cfg.ruler, lengths, seed, essay, prefix, out))
+    if "needle_nll" in eval_cfg.tasks:
+        from clexlab.evaluation.needle import run_needle
+
+        reports.append(run_needle(model, tok, eval_cfg.needle_nll, lengths, seed, prefix, out))
+    if "longbench" in eval_cfg.tasks:
+        from clexlab.evaluation.longbench import run_longbench
+
+        reports.append(run_longbench(model, tok, eval_cfg.longbench, lengths, prefix, out))
+    return reports
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
