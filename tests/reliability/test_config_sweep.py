@@ -25,7 +25,7 @@ from omegaconf import OmegaConf, open_dict
 
 from clexlab.utils.errors import UserError, find_user_error
 
-EXAMPLES = int(os.environ.get("CLEXLAB_TEST_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("CLEXLAB_TEST_EXAMPLES", "40"))  # 300 sweeps deeper (minutes)
 DERANDOMIZE = "CLEXLAB_TEST_EXAMPLES" not in os.environ
 
 WRONG = st.one_of(
@@ -116,6 +116,7 @@ def test_any_wrong_value_in_the_train_config_is_one_line(compose_train, data):
     variant = data.draw(st.sampled_from(VARIANTS), label="options")
     if variant not in _BASE:
         _BASE[variant] = compose_train(*variant)
+        preflight_train(_BASE[variant].copy())  # the unmodified config is valid: every refusal is the drawn value's
     base = _BASE[variant]
     cfg = base.copy()
     key = data.draw(st.sampled_from(_keys(base)), label="key")
@@ -137,6 +138,7 @@ def test_any_wrong_value_in_the_eval_config_is_one_line(compose_train, tmp_path_
         ckpt = tmp_path_factory.mktemp("sweep_eval") / "last.ckpt"
         ckpt.write_bytes(b"")  # the preflight checks that the file exists; reading it is the loader's job
         _BASE["eval"] = compose_train(f"ckpt_path={ckpt}", "data=stdlib", "logger=csv", config_name="eval")
+        preflight_eval(_BASE["eval"].copy())  # the unmodified config is valid
     base = _BASE["eval"]
     cfg = base.copy()
     key = data.draw(st.sampled_from(_keys(base)), label="key")

@@ -94,6 +94,19 @@ def test_dynamic_ntk_is_transformers_dynamic_at_each_length(length):
     assert_close(rotary.inv_freq_for_length(length), inv)
 
 
+def test_dynamic_ntk_forgets_a_longer_forward():
+    """Each forward's frequencies follow its own length: a step at L after a validation at 8 x L is plain RoPE.
+
+    transformers' ``dynamic`` rope type keeps the frequencies a longer forward grew until a forward
+    *shorter* than L, so training at exactly L after a long validation ran with scaled frequencies.
+    """
+    model = tiny()
+    method_from_config({"name": "dynamic_ntk", "factor": 2.0}).install(model, L)
+    fresh = logits(model, L)
+    logits(model, 8 * L)
+    assert_close(logits(model, L), fresh, atol=0, rtol=0)
+
+
 def test_dynamic_ntk_factor_two_is_the_untrained_clex_schedule():
     model = tiny()
     rotary = method_from_config({"name": "dynamic_ntk", "factor": 2.0}).install(model, L)
@@ -131,7 +144,7 @@ def test_none_keeps_the_models_own_module():
     [
         ({"name": "alibi"}, "rope.name must be one of"),
         ({"name": "pi", "factor": 0.5}, "rope.factor must be >= 1"),
-        ({"name": "pi", "factor": "big"}, "rope.factor must be a number"),
+        ({"name": "pi", "factor": "big"}, "rope.factor must be a finite number"),
         ({"name": "yarn", "factor": 2.0, "beta_fast": 1, "beta_slow": 32}, "beta_fast must exceed"),
         ({"name": "pi", "factor": 2.0, "beta_fast": 3}, "rope.beta_fast is not an option of rope=pi"),
         ({"_target_": "clexlab.rope.methods.pi.Nope"}, "cannot be imported"),

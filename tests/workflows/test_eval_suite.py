@@ -145,7 +145,7 @@ def test_loggers_get_metrics_tables_and_figures(compose_train, tmp_path):
         ([], "set ckpt_path=... "),
         (["ckpt_path=CKPT", "model.path=HF"], "not both"),
         (["model.path=/nonexistent/dir"], "does not exist"),
-        (["model.path=HF", "model.train_length=0"], "model.train_length must be a positive integer"),
+        (["model.path=HF", "model.train_length=0"], "model.train_length must be an integer >= 2"),
         (["model.path=HF", "eval.protocol=window"], "eval.protocol must be one of"),
         (["model.path=HF", "eval.tasks=[ppl,niah]"], "eval.tasks must be"),
         (["model.path=HF", "eval.passkey.depths=[0.5,2]"], "eval.passkey.depths must be fractions"),

@@ -8,11 +8,12 @@ the kernel after minutes of setup. Both are estimated from the config alone.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from clexlab.utils.errors import UserError
 
@@ -55,7 +56,10 @@ def check_cpu_memory(cfg: DictConfig, processes: int) -> None:
     total = machine_memory()
     if not total:
         return
-    plan, _ = build_plan(cfg)
+    planned = copy.deepcopy(cfg)
+    with open_dict(planned):  # the plan of this machine's processes (trainer.devices may say auto)
+        planned.trainer.devices, planned.trainer.num_nodes = max(processes, 1), 1
+    plan, _ = build_plan(planned)
     need = plan.total * max(processes, 1)
     if need > total:
         raise UserError(

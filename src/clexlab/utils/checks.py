@@ -202,7 +202,7 @@ def preflight_eval(cfg: DictConfig) -> Any:
     model_path = None
     if cfg.get("model") is not None:  # eval.py's model node: a local directory, its tokenizer, dtype, L
         model_path = validate_model(resolved(cfg, "model", allow_missing=True), built_in_code=False).path
-    check_class_nodes(cfg, ("data",), ("logger",))
+    check_class_nodes(cfg, ("data",), ("logger",), filled={"data": ("seq_len", "seed", "cache_dir")})
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and model_path:
         raise UserError("set either ckpt_path=... (a clexlab checkpoint) or model.path=... (a Hugging Face directory), not both")

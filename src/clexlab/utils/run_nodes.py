@@ -62,11 +62,18 @@ def check_run_nodes(cfg: DictConfig, typed: dict[str, Any]) -> ModelConfig:
     return model
 
 
-def check_class_nodes(cfg: DictConfig, nodes: tuple[str, ...], groups: tuple[str, ...]) -> None:
-    """Check the options of the ``_target_`` nodes ``nodes`` and of every ``_target_`` node in ``groups``."""
+def check_class_nodes(
+    cfg: DictConfig, nodes: tuple[str, ...], groups: tuple[str, ...], filled: dict[str, tuple[str, ...]] | None = None
+) -> None:
+    """Check the options of the ``_target_`` nodes ``nodes`` and of every ``_target_`` node in ``groups``.
+
+    ``filled``: per node, keys the workflow sets itself whatever the config says (eval.py's ``data``
+    takes ``seq_len``, ``seed`` and ``cache_dir`` from the checkpoint and the run), left unchecked.
+    """
     for key in nodes:
         if cfg.get(key) is not None:
-            check_target_options(resolved(cfg, key), key, provided=PROVIDED.get(key, ()))
+            node = {k: v for k, v in resolved(cfg, key).items() if k not in (filled or {}).get(key, ())}
+            check_target_options(node, key, provided=PROVIDED.get(key, ()))
     for group in groups:
         for name, node in (resolved(cfg, group) or {}).items() if group in cfg else ():
             if isinstance(node, dict) and "_target_" in node:

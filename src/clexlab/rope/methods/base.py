@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -58,7 +59,7 @@ class RopeMethod(abc.ABC):
     min_rotary_dim: ClassVar[int] = 2
 
     def __init__(self, factor: float = 1.0) -> None:
-        factor = _number(factor, "rope.factor")
+        factor = number_option(factor, "rope.factor")
         if not factor >= 1:
             raise UserError(f"rope.factor must be >= 1 (target length / L), got {factor:g}")
         self.factor = factor
@@ -136,8 +137,9 @@ def dims_index(own: OwnRope) -> torch.Tensor:
     return torch.arange(0, own.rotary_dim, 2, dtype=torch.float64)
 
 
-def _number(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"{key} must be a number, got {value!r}")
+def number_option(value: Any, key: str) -> float:
+    """A method option that must be a finite number, as a float; one line naming ``key`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"{key} must be a finite number, got {value!r}")
     return float(value)
 

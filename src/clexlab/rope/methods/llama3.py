@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from clexlab.rope.methods.base import FrequencyMethod
+from clexlab.rope.methods.base import FrequencyMethod, number_option
 from clexlab.rope.own import OwnRope, wavelengths
 from clexlab.utils.errors import UserError
 
@@ -21,7 +21,8 @@ class Llama3Scaling(FrequencyMethod):
 
     def __init__(self, factor: float = 1.0, low_freq_factor: float = 1.0, high_freq_factor: float = 4.0) -> None:
         super().__init__(factor)
-        self.low_freq_factor, self.high_freq_factor = float(low_freq_factor), float(high_freq_factor)
+        self.low_freq_factor = number_option(low_freq_factor, "rope.low_freq_factor")
+        self.high_freq_factor = number_option(high_freq_factor, "rope.high_freq_factor")
         if not self.high_freq_factor > self.low_freq_factor > 0:
             raise UserError(
                 f"rope.high_freq_factor must exceed rope.low_freq_factor > 0, got {self.high_freq_factor:g} "

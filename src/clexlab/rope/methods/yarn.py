@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from clexlab.rope.methods.base import FrequencyMethod
+from clexlab.rope.methods.base import FrequencyMethod, number_option
 from clexlab.rope.own import OwnRope
 from clexlab.utils.errors import UserError
 
@@ -43,8 +43,8 @@ class YaRN(FrequencyMethod):
 
     def __init__(self, factor: float = 1.0, beta_fast: float | None = 32, beta_slow: float | None = 1) -> None:
         super().__init__(factor)
-        self.beta_fast = float(beta_fast if beta_fast is not None else 32)
-        self.beta_slow = float(beta_slow if beta_slow is not None else 1)
+        self.beta_fast = number_option(32 if beta_fast is None else beta_fast, "rope.beta_fast")
+        self.beta_slow = number_option(1 if beta_slow is None else beta_slow, "rope.beta_slow")
         if not self.beta_fast > self.beta_slow > 0:
             raise UserError(f"rope.beta_fast must exceed rope.beta_slow > 0, got {self.beta_fast:g} and {self.beta_slow:g}")
 
