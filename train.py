@@ -22,10 +22,10 @@ def main(cfg: DictConfig) -> None:
 
         dry_run(cfg)
         return
-    if cfg.get("protocol"):  # experiment=extrapolation: several runs, one summary
-        from clexlab.workflows.extrapolation import run_extrapolation
+    if cfg.get("protocol"):  # experiment=extrapolation / curriculum_study: several runs, one summary
+        from hydra.utils import get_method
 
-        run_extrapolation(cfg)
+        get_method(cfg.protocol.workflow)(cfg)
         return
     from clexlab.workflows.train import train
 

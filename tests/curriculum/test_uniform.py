@@ -1,6 +1,11 @@
 import torch
 
-from clexlab.curriculum import ContiguousPositions, UniformScaleCurriculum, sample_positions, step_generator
+from clexlab.curriculum import (
+    ContiguousPositions,
+    UniformScaleCurriculum,
+    sample_positions,
+    step_generator,
+)
 
 
 def test_same_draws_for_same_seed_and_step_across_simulated_ranks():
@@ -43,3 +48,20 @@ def test_scale_one_is_contiguous():
     assert torch.equal(sample_positions(10, 1, step_generator(0, 0)), torch.arange(10))
     draw = ContiguousPositions().sample(5, 12)
     assert draw.t == 1 and torch.equal(draw.positions, torch.arange(12))
+
+
+def test_uniform_curriculum_draws_what_it_always_drew():
+    # The paper's curriculum as first written (randint for t, then randperm of the inner positions):
+    # the default run's figures depend on these exact draws.
+    def reference(seed, step, n, t_max):
+        g = step_generator(seed, step)
+        t = int(torch.randint(1, t_max + 1, (1,), generator=g))
+        if t == 1:
+            return t, torch.arange(n)
+        inner, _ = torch.sort(torch.randperm(n * t - 2, generator=g)[: n - 2] + 1)
+        return t, torch.cat([torch.zeros(1, dtype=torch.long), inner, torch.tensor([n * t - 1])])
+
+    c = UniformScaleCurriculum(8, seed=3)
+    for step in range(200):
+        draw, (t, positions) = c.sample(step, 128), reference(3, step, 128, 8)
+        assert draw.t == t and isinstance(draw.t, int) and torch.equal(draw.positions, positions)

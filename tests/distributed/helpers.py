@@ -9,7 +9,9 @@ to ``$CLEXLAB_TEST_RECORD_DIR/<pid>.jsonl``, so a test can compare the ranks.
 Each batch record also says what the forward really computed with: the dtypes
 (and DTensor-ness) of the weights the linear layers saw, and the bytes of the
 float32 -> low-precision copies made of gathered (unsharded) parameters, i.e.
-autocast's weight cache.
+autocast's weight cache; and the squared norms of the gradients the optimizer
+was about to step with (after the ranks' averaging, before clipping), this
+rank's share of the sharded ones apart from the whole (replicated) ones.
 """
 
 from __future__ import annotations
@@ -104,6 +106,21 @@ class StepRecorder(L.Callback):
             "event": "start",
             "rope_sum": float(sum(p.detach().double().sum() for p in rope)) if rope else None,
         })
+        self._grads = None
+        self._record_gradients_before_clipping(pl_module)
+
+    def _record_gradients_before_clipping(self, pl_module) -> None:
+        """Wrap the module's ``configure_gradient_clipping``, the hook Lightning calls after the module's
+        ``on_before_optimizer_step`` (where clexlab averages the replicated ODE's gradients) and before
+        clipping: the gradients there are exactly what the ranks agreed on. Clipping and AdamW would
+        hide a constant factor such as a lost average over ranks."""
+        original = pl_module.configure_gradient_clipping
+
+        def configure_gradient_clipping(optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+            self._grads = gradient_norms(pl_module)
+            return original(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+        pl_module.configure_gradient_clipping = configure_gradient_clipping
 
     def _write(self, trainer: L.Trainer, record: dict) -> None:
         out = Path(os.environ["CLEXLAB_TEST_RECORD_DIR"])
@@ -146,16 +163,18 @@ class StepRecorder(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._stop_watching()
+        grads, self._grads = self._grads, None
         draw = pl_module.last_draw
         self._write(trainer, {
             "event": "batch",
             "step": self._step,
             "batch_idx": batch_idx,
-            "t": int(draw.t),
+            "t": float(draw.t),  # continuous curricula draw a real t
             "positions": int((draw.positions * torch.arange(1, draw.positions.numel() + 1)).sum()),
             "first_id": int(batch["input_ids"][0, 0]),
             "linear_weights": sorted(f"{dtype}{' DTensor' if dt else ''}" for dtype, dt in self._linear),
             "weight_cast_bytes": self._cast_bytes,
+            "grads": grads,  # None on a micro-batch without an optimizer step
         })
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -174,6 +193,19 @@ class StepRecorder(L.Callback):
             "rope_sum": float(sum(p.detach().double().sum() for p in rope)) if rope else None,
             "rope_abs": float(sum(p.detach().double().abs().sum() for p in rope)) if rope else None,
         })
+
+
+def gradient_norms(pl_module) -> dict[str, float]:
+    """Squared gradient norms: ``sharded`` (this rank's shards), ``plain`` (whole tensors), ``ode`` (the CLEX ODE)."""
+    from clexlab.models.sharding import is_dtensor, local_part
+
+    ode = {id(p) for p in pl_module.rope_parameters()}
+    out = {"sharded": 0.0, "plain": 0.0, "ode": 0.0}
+    for p in pl_module.parameters():
+        if p.grad is not None:
+            key = "ode" if id(p) in ode else "sharded" if is_dtensor(p.grad) else "plain"
+            out[key] += float(local_part(p.grad).detach().double().pow(2).sum())
+    return out
 
 
 def read_records(directory: Path) -> list[dict]:

@@ -10,9 +10,13 @@ import torch
 
 @dataclass(frozen=True)
 class ScaleSample:
-    """One step's draw: the scale ``t`` and the ``positions`` ([seq_len], int64, sorted)."""
+    """One step's draw: the scale ``t`` and the ``positions`` ([seq_len], int64, sorted).
 
-    t: int
+    ``t`` is an ``int`` unless the curriculum draws continuous scales (then a
+    ``float`` in ``[1, t_max]``, only for methods that accept one).
+    """
+
+    t: int | float
     positions: torch.Tensor
 
 
@@ -37,10 +41,15 @@ class ScaleCurriculum(abc.ABC):
     """
 
     max_scale: int = 1
+    continuous: bool = False  # draws non-integer t (only methods with continuous_scale accept it)
 
     @abc.abstractmethod
     def sample(self, step: int, seq_len: int) -> ScaleSample:
         """Draw the scale and positions for global step ``step``."""
+
+    def tag(self) -> str:
+        """What sets this curriculum apart from the paper's, for method labels (``pose2``, ``one0.5``); empty if nothing."""
+        return ""
 
 
 class ContiguousPositions(ScaleCurriculum):

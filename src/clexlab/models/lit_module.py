@@ -11,7 +11,7 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
-from clexlab.curriculum import ScaleSample, curriculum_from_config
+from clexlab.curriculum import ScaleSample, curriculum_for_method
 from clexlab.models import sharding
 from clexlab.models.builder import build_model
 from clexlab.models.loss import causal_lm_nll
@@ -74,11 +74,12 @@ class LongContextLM(L.LightningModule):
         self.position_sampling = self.rope_method.samples_positions if sampling is None else bool(sampling)
         self.method = self.rope_method.label(self.position_sampling)
         # t_max: the method's own (CLEX refuses a larger t), else train.sampling_max_scale.
-        max_scale = self.rope_method.max_scale or train.get("sampling_max_scale") or clex.get("max_scale") or 1
-        self.curriculum = curriculum_from_config(
-            curriculum, max_scale=int(max_scale), seed=seed, spread_positions=self.position_sampling,
-            draws_scale=self.rope_method.uses_scale,
+        self.curriculum = curriculum_for_method(
+            curriculum, self.rope_method, seed=seed, position_sampling=self.position_sampling,
+            sampling_max_scale=train.get("sampling_max_scale") or clex.get("max_scale"),
         )
+        if self.curriculum.tag():  # e.g. clex+pose2: runs under different curricula get their own rows
+            self.method = f"{self.method}+{self.curriculum.tag()}"
         self.last_draw: ScaleSample | None = None  # the curriculum's draw of the current step
         self._replicated: list[nn.Parameter] = []  # parameters left out of FSDP: grads averaged by hand
         self._sharded_nll = None  # under FSDP: the loss registered on the sharded model as a forward method
