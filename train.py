@@ -16,7 +16,7 @@ from clexlab.utils.errors import report_user_errors
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
-    preflight_train(cfg)  # bad input fails here, before Lightning and transformers load
+    preflight_train(cfg)  # bad input fails here, before any model, data or Trainer is built
     if cfg.get("dry_run"):  # per-GPU memory plan on the meta device; nothing is trained
         from clexlab.workflows.dry_run import dry_run
 

@@ -1,4 +1,4 @@
-"""Checks that run before anything heavy is imported, so bad input fails in seconds."""
+"""Checks that run before any model, corpus or Trainer is built, so bad input fails in seconds."""
 
 from __future__ import annotations
 

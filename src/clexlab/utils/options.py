@@ -96,7 +96,7 @@ def _signature(cls: type) -> tuple[list[str], dict[str, Any], bool]:
     open_kwargs = any(p.kind is p.VAR_KEYWORD for p in params)
     try:
         hints = typing.get_type_hints(init)
-    except Exception:  # annotations naming types only imported for type checkers: check names, not types
+    except (NameError, TypeError, AttributeError):  # annotations naming types only imported for type checkers: names only
         hints = {}
     names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     return names, {n: h for n, h in hints.items() if n in names}, open_kwargs
