@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
@@ -132,8 +132,8 @@ class KVPolicy(ABC):
 
     @classmethod
     def defaults(cls, train_length: int | None) -> dict[str, Any]:
-        """Option values used where ``eval.kv.<key>`` is null (some follow the train length L)."""
-        return {}
+        """Option values used where ``eval.kv.<key>`` is null: the fields' defaults (subclasses make some follow L)."""
+        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], train_length: int | None) -> KVPolicy:

@@ -54,7 +54,7 @@ class LMInfinitePolicy(SinkWindowPolicy):
     @classmethod
     def defaults(cls, train_length: int | None) -> dict[str, Any]:
         length = int(train_length) if train_length else None
-        return {"n_global": 10, "n_local": length, "max_distance": length, "chunk_size": 512}
+        return {**super().defaults(train_length), "n_local": length, "max_distance": length}
 
     def __post_init__(self) -> None:
         if self.n_local - 1 > self.max_distance:

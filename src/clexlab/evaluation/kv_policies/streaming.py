@@ -51,9 +51,9 @@ class StreamingPolicy(SinkWindowPolicy):
 
     @classmethod
     def defaults(cls, train_length: int | None) -> dict[str, Any]:
-        n_sink = 4
-        n_local = max(int(train_length) - n_sink, 1) if train_length else None
-        return {"n_sink": n_sink, "n_local": n_local, "positions": "compact", "chunk_size": 512}
+        values = super().defaults(train_length)
+        values["n_local"] = max(int(train_length) - values["n_sink"], 1) if train_length else None
+        return values
 
     @property
     def n_first(self) -> int:

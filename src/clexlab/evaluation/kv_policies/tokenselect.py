@@ -75,11 +75,6 @@ class TokenSelectPolicy(KVPolicy):
         "chunk_size": ("count", 1),
     }
 
-    @classmethod
-    def defaults(cls, train_length: int | None) -> dict[str, Any]:
-        return {"n_init": 128, "n_local": 512, "top_k": 2048, "positions": "compact",
-                "similarity_threshold": 0.9, "chunk_size": 512}
-
     @property
     def budget(self) -> int:
         return self.n_init + self.top_k + self.n_local
