@@ -150,6 +150,7 @@ def _rank(rank: int, world_size: int, port: int, out: str) -> None:
             payload = {"reference": reference, "reduced": reduced, "forwards": counts, "sharded": is_sharded(model)}
             with open(out, "w") as f:
                 json.dump(payload, f)
+        dist.barrier()  # no rank tears gloo down while the other is still in the last collective (SIGABRT)
     finally:
         dist.destroy_process_group()
 
