@@ -41,7 +41,7 @@ def test_seeded_share_and_shapes():
     assert RetrievalMix(0.0).wrap(a.windows, ByteTokenizer(), 0) is a.windows
 
 
-@pytest.mark.parametrize("kind", ["passkey", "niah", "kv", "copy"])
+@pytest.mark.parametrize("kind", ["passkey", "niah", "kv", "copy", "numbers"])
 def test_documents_end_the_window_and_can_be_answered(kind):
     w = windows(kinds=(kind,), fraction=1.0)
     for i in range(12):
@@ -62,6 +62,9 @@ def test_documents_end_the_window_and_can_be_answered(kind):
             assert doc.startswith("Copy each line.\n") and len(lines) >= 2
             runs = [len(list(group)) for _, group in __import__("itertools").groupby(lines)]
             assert all(2 <= k <= 4 for k in runs[:-1])  # every string written 2-4 times (the last may be cut by the fit)
+        elif kind == "numbers":
+            lines = doc.splitlines()
+            assert lines and all(re.fullmatch(r"Numbers: (\d{7}(?: \d{7}){0,3})\. Again: \1\.", line) for line in lines)
         else:
             pairs = dict(re.findall(r"^(\S+(?: \S+)?): (\d+)$", doc, flags=re.MULTILINE))
             lookups = re.findall(r"^(\S+(?: \S+)?)\? (\d+)$", doc, flags=re.MULTILINE)
