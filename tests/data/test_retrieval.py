@@ -63,7 +63,7 @@ def test_documents_end_the_window_and_can_be_answered(kind):
             runs = [len(list(group)) for _, group in __import__("itertools").groupby(lines)]
             assert all(2 <= k <= 4 for k in runs[:-1])  # every string written 2-4 times (the last may be cut by the fit)
         elif kind == "numbers":
-            lines = doc.splitlines()
+            lines = doc.splitlines()  # each list, then the same list again
             assert lines and all(re.fullmatch(r"Numbers: (\d{7}(?: \d{7}){0,3})\. Again: \1\.", line) for line in lines)
         else:
             pairs = dict(re.findall(r"^(\S+(?: \S+)?): (\d+)$", doc, flags=re.MULTILINE))

@@ -109,6 +109,6 @@ def test_the_retrieval_experiment_composes(compose_train):
 
     cfg = compose_train("experiment=retrieval", "logger=csv")
     typed = validate_config(cfg)
-    assert cfg.model.train_length == 512 and cfg.data.retrieval.fraction == 0.8
+    assert cfg.model.train_length == 512 and cfg.data.retrieval.fraction == 0.9
     assert typed["eval"].tasks == ["ppl", "passkey", "ruler", "needle_nll"]
     assert [m.rope.name for m in cfg.protocol.methods] == ["none", "pi", "ntk", "yarn", "clex", "clex"]

@@ -95,3 +95,32 @@ def test_passkey_grid_during_training_is_logged(compose_train, tmp_path):
     column = header.split(",").index("val/passkey@256")
     values = [r.split(",")[column] for r in rows if r.split(",")[column]]
     assert len(values) == 2 and all(0.0 <= float(v) <= 1.0 for v in values)  # steps 1 and 2
+
+
+def test_protocol_warmup_stage_trains_first_under_its_own_overrides_and_the_base_starts_from_it(compose_train, tmp_path, monkeypatch):
+    from clexlab.workflows import extrapolation
+
+    cfg = compose_train(
+        *TWO_STEPS,
+        "experiment=extrapolation",
+        "protocol.base_steps=1",
+        "protocol.stage2_steps=1",
+        "trainer.val_check_interval=1",
+        "eval.multiples=[1]",
+        "callbacks.long_context_eval.multiples=[1]",
+        "+protocol.warmup.steps=2",
+        "+protocol.warmup.overrides={model:{train_length:16},data:{batch_size:2}}",
+    )
+    cfg.protocol.methods = cfg.protocol.methods[:1]  # none
+    seen = []  # (output dir, train length, batch size, init_from) of every stage, in order
+    train = extrapolation.train
+    monkeypatch.setattr(extrapolation, "train", lambda stage: seen.append(
+        (stage.paths.output_dir, stage.model.train_length, stage.data.batch_size, stage.init_from)) or train(stage))
+    extrapolation.run_extrapolation(cfg)
+    run = tmp_path / "run"
+    warm, base, none = seen
+    assert warm == (str(run / "warmup"), 16, 2, None)
+    assert base == (str(run / "base"), 32, 4, str(run / "warmup" / "checkpoints" / "last.ckpt"))
+    assert none[:3] == (str(run / "none"), 32, 4) and none[3] == str(run / "base" / "checkpoints" / "last.ckpt")
+    assert json.loads((run / "warmup" / "results.json").read_text())["global_step"] == 2
+    assert set(json.loads((run / "summary.json").read_text())["methods"]) == {"base", "none"}  # the warm-up is no method

@@ -14,9 +14,9 @@ windows by windows that end with a retrieval document:
   in turn;
 * ``copy``: short random strings, each written 2-4 times (the induction-head
   task under all the others);
-* ``numbers``: short lists of 7-digit numbers, each list then written again:
-  dense copying of digits, which the other kinds teach a byte model slowly
-  (see :func:`numbers_document`).
+* ``numbers``: short lists of 7-digit numbers, each written again: dense
+  copying of digits, which the other kinds teach a byte model slowly (see
+  :func:`numbers_document`).
 
 Each replaced window is ``[natural text][end-of-document][retrieval document]``
 with the document ending at the window's last token, its length drawn so the
@@ -207,15 +207,17 @@ def copy_document(tokenizer: Tokenizer, natural: list[int], longest: int, rng: r
 
 
 def numbers_document(tokenizer: Tokenizer, natural: list[int], longest: int, rng: random.Random) -> Builder:
-    """``n + 1`` lines ``Numbers: a b c. Again: a b c.`` with 1-4 random 7-digit numbers per line.
+    """``n + 1`` lines ``Numbers: a b c. Again: a b c.``, each with 1-4 random 7-digit numbers.
 
-    Every digit of an ``Again`` list is predictable only by copying, a few
-    tokens back, the digit that followed the same digit before: the copy a
-    passkey answer needs. A byte model trained on code treats digits as
-    near-interchangeable; on the tiny model, windows of L = 128 made only of
-    these lines taught it that copy in about 300 steps, where the ``copy``
-    kind's mixed strings had not in 1750 (README, "Retrieval a CPU-sized
-    model can learn"; ``benchmarks/retrieval_learning.py``).
+    Every digit of an ``Again`` list is predictable only by copying the digit
+    that followed the same digit a few tokens earlier: the copy a passkey
+    answer needs, on every digit instead of five per document. A byte model
+    trained on code treats digits as near-interchangeable and learns this
+    copy slowly from the other kinds; on the tiny model, 128-token windows of
+    these lines taught it in a few hundred steps, while one long list per
+    window, or lines of up to 12 numbers, taught a copy that did not carry
+    over to passkey prompts (README, "Retrieval a CPU-sized model can learn";
+    ``benchmarks/retrieval_learning.py``).
     """
     seed = rng.getrandbits(64)
 

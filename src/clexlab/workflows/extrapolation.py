@@ -16,6 +16,9 @@ repeats every trained row per seed (``<label>/seed<k>/``, one summary row with
 mean ± std). ``protocol.base_ckpt`` starts stage 2 from an earlier base
 instead of training one, and ``protocol.resume=true`` keeps the rows of an
 interrupted run (same ``hydra.run.dir``) that already wrote ``results.json``.
+``protocol.warmup: {steps, overrides}`` adds a stage 0 before the base, trained
+from scratch with its own settings merged over the run's (e.g. a shorter
+length and other data); the base then starts from its weights.
 """
 
 from __future__ import annotations
@@ -33,13 +36,18 @@ from clexlab.summarize import find_results, write_summary
 from clexlab.utils.errors import UserError
 from clexlab.workflows.train import train
 
+WARMUP = "warmup"  # the optional stage 0's directory under the run
+
 
 def _stage(
     cfg: DictConfig, out: Path, steps: int, rope: dict, clex: dict | None = None, init_from: str | None = None,
     evaluation: dict | None = None, *, label: str | None = None, seed: int | None = None, curriculum: dict | None = None,
+    overrides: dict | None = None,
 ) -> dict:
     stage = copy.deepcopy(cfg)
     with open_dict(stage):
+        if overrides:  # e.g. the warm-up's own length, batch and data
+            stage.merge_with(overrides)
         if seed is not None:
             stage.seed = int(seed)
         if curriculum:
@@ -104,7 +112,8 @@ def run_extrapolation(cfg: DictConfig) -> dict[str, Any]:
                 shutil.rmtree(out)  # a row the interruption cut short starts again
             _stage(cfg, out, steps, rope, clex, init_from=base_ckpt, evaluation=evaluation, label=label, seed=seed,
                    curriculum=curriculum)
-    files = write_summary(root, find_results([root, *base_runs]), own_directory=True)  # root: this run's directory
+    runs = [run for run in find_results([root, *base_runs]) if Path(run["run_dir"]) != root / WARMUP]  # not a method
+    files = write_summary(root, runs, own_directory=True)  # root: this run's directory
     print(files["md"].read_text())
     print(f"summary: {files['md']}, {files['json']}, {files['png']}")
     return {"summary": str(files["md"]), "labels": labels}
@@ -119,7 +128,14 @@ def _base(cfg: DictConfig, root: Path) -> tuple[str, list[Path]]:
             raise UserError(f"protocol.base_ckpt={ckpt} does not exist: point it at an earlier run's base/checkpoints/last.ckpt")
         results = ckpt.parent.parent / "results.json"  # the base run's own scores, for the summary's base row
         return str(ckpt), [results] if results.is_file() and root not in results.parents else []
-    base = _stage(cfg, root / "base", cfg.protocol.base_steps, {"name": "none", "factor": 1.0})
+    warmup, init_from = cfg.protocol.get("warmup"), None
+    if warmup:  # stage 0: trained from scratch under its own overrides; the base starts from its weights
+        overrides = OmegaConf.to_container(warmup.get("overrides") or {}, resolve=False)
+        first = _stage(cfg, root / WARMUP, int(warmup.steps), {"name": "none", "factor": 1.0}, overrides=overrides)
+        if not first.get("checkpoint"):
+            raise UserError("the warm-up stage wrote no checkpoint: keep callbacks.last_checkpoint in the config")
+        init_from = first["checkpoint"]
+    base = _stage(cfg, root / "base", cfg.protocol.base_steps, {"name": "none", "factor": 1.0}, init_from=init_from)
     if not base.get("checkpoint"):
         raise UserError("stage 1 wrote no checkpoint: keep callbacks.last_checkpoint in the config")
     return base["checkpoint"], []
