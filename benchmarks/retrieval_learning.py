@@ -23,6 +23,7 @@ Chance is 0.10 for both (one digit in ten).
 
     python benchmarks/retrieval_learning.py [--kinds copy,copy,copy,passkey,niah,kv] [--fraction 0.8]
         [--lr 1e-3] [--steps 1500] [--warmup-steps 0] [--length 512] [--batch 8] [--every 100] [--threads 2]
+        [--layers N] [--hidden N]   (the tiny model's sizes by default)
 """
 
 from __future__ import annotations
@@ -88,11 +89,18 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layers", type=int, default=None, help="model.num_layers instead of the tiny model's")
+    parser.add_argument("--hidden", type=int, default=None, help="model.hidden_size instead of the tiny model's (heads stay 4)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
     sizes = OmegaConf.to_container(OmegaConf.load("conf/model/tiny.yaml"))
+    if args.layers:
+        sizes["num_layers"] = args.layers
+    if args.hidden:  # the MLP keeps the tiny model's ratio
+        sizes["intermediate_size"] = round(sizes["intermediate_size"] * args.hidden / sizes["hidden_size"])
+        sizes["hidden_size"] = args.hidden
     model = build_tiny({**sizes, "train_length": args.length}, TOKENIZER.vocab_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
     stream = corpus_tokens()
@@ -107,7 +115,7 @@ def main() -> None:
             return natural
         return retrieval_window(TOKENIZER, natural, size, mix, random.Random(rng.getrandbits(64)))
 
-    print(f"tiny LLaMA, plain RoPE; {args.warmup_steps} steps of `numbers` at 128 x 32, then {args.steps} steps at "
+    print(f"LLaMA {sizes['num_layers']} x {sizes['hidden_size']}, plain RoPE; {args.warmup_steps} steps of `numbers` at 128 x 32, then {args.steps} steps at "
           f"{args.length} x {args.batch}, kinds {args.kinds}, fraction {args.fraction}, lr {args.lr}")
     print("| step | phase | train loss | copy (key digits 2-5, 15 tokens back) | answer (passkey digits) | seconds |")
     print("|---:|---|---:|---:|---:|---:|")
