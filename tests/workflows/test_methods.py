@@ -124,3 +124,18 @@ def test_protocol_warmup_stage_trains_first_under_its_own_overrides_and_the_base
     assert none[:3] == (str(run / "none"), 32, 4) and none[3] == str(run / "base" / "checkpoints" / "last.ckpt")
     assert json.loads((run / "warmup" / "results.json").read_text())["global_step"] == 2
     assert set(json.loads((run / "summary.json").read_text())["methods"]) == {"base", "none"}  # the warm-up is no method
+
+
+def test_protocol_warmup_without_overrides_or_with_bad_steps(compose_train, monkeypatch, tmp_path):
+    from clexlab.utils.errors import UserError
+    from clexlab.workflows import extrapolation
+
+    calls = []  # (directory name, steps, overrides, init_from) of every stage
+    monkeypatch.setattr(extrapolation, "_stage", lambda cfg, out, steps, rope, *a, overrides=None, init_from=None, **k: (
+        calls.append((out.name, steps, overrides, init_from)) or {"checkpoint": f"{out.name}.ckpt"}))
+    cfg = compose_train(*TWO_STEPS, "experiment=extrapolation", "+protocol.warmup.steps=3")
+    assert extrapolation._base(cfg, tmp_path) == ("base.ckpt", [])
+    assert calls == [("warmup", 3, None, None), ("base", cfg.protocol.base_steps, None, "warmup.ckpt")]
+    cfg = compose_train(*TWO_STEPS, "experiment=extrapolation", "+protocol.warmup.steps=0")
+    with pytest.raises(UserError, match=r"protocol.warmup.steps must be an integer >= 1, got 0"):
+        extrapolation._base(cfg, tmp_path)

@@ -130,8 +130,12 @@ def _base(cfg: DictConfig, root: Path) -> tuple[str, list[Path]]:
         return str(ckpt), [results] if results.is_file() and root not in results.parents else []
     warmup, init_from = cfg.protocol.get("warmup"), None
     if warmup:  # stage 0: trained from scratch under its own overrides; the base starts from its weights
-        overrides = OmegaConf.to_container(warmup.get("overrides") or {}, resolve=False)
-        first = _stage(cfg, root / WARMUP, int(warmup.steps), {"name": "none", "factor": 1.0}, overrides=overrides)
+        steps = warmup.get("steps")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise UserError(f"protocol.warmup.steps must be an integer >= 1, got {steps!r}")
+        overrides = warmup.get("overrides")
+        overrides = OmegaConf.to_container(overrides, resolve=False) if overrides else None
+        first = _stage(cfg, root / WARMUP, steps, {"name": "none", "factor": 1.0}, overrides=overrides)
         if not first.get("checkpoint"):
             raise UserError("the warm-up stage wrote no checkpoint: keep callbacks.last_checkpoint in the config")
         init_from = first["checkpoint"]
